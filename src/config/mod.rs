@@ -1,0 +1,627 @@
+//! Node configuration: one struct per subsystem, layered from built-in defaults, an
+//! optional TOML file and `MEDIA_NODE_*` environment variables, validated once at start.
+//!
+//! Settings are plain data: nothing here holds runtime state. Every setting that is a
+//! duration or a size carries its unit in its name (`lease_ms`, `max_upload_bytes`).
+//! The full reference with every environment variable lives in `docs/configuration.md`.
+
+mod env;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use secret::{Secret, Secrets};
+
+/// Where the job store lives when `db.url` is not set: a SQLite file in the data dir.
+const DEFAULT_SQLITE_FILE: &str = "jobs.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting is missing, malformed or not acceptable. `env` names the variable
+    /// that sets it, so the message says what to fix wherever the value came from.
+    #[error("invalid setting `{setting}` ({env}): {reason}")]
+    Invalid {
+        setting: String,
+        env: String,
+        reason: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        let setting = if err.path.is_empty() {
+            // Unknown field at the top level: figment puts the name in the message.
+            match &err.kind {
+                figment::error::Kind::UnknownField(name, _) => name.clone(),
+                _ => "(file)".to_string(),
+            }
+        } else {
+            let mut path = err.path.join(".");
+            if let figment::error::Kind::UnknownField(name, _) = &err.kind
+                && err.path.last() != Some(name)
+            {
+                path = format!("{path}.{name}");
+            }
+            path
+        };
+        let source = match &err.metadata {
+            Some(md) => format!(" (from {})", md.name),
+            None => String::new(),
+        };
+        ConfigError::Invalid {
+            env: env::variable_for(&setting),
+            setting,
+            reason: format!("{}{source}", err.kind),
+        }
+    }
+}
+
+fn invalid(setting: &str, env: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        env: env.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API (and `/media` when the store is `fs`).
+    pub listen: SocketAddr,
+    /// Base URL clients use to reach this node; used for links in API answers.
+    /// Default: `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Root of everything the node keeps on local disk: SQLite job store, filesystem
+    /// object store, per-job work dirs, generated secrets.
+    pub data_dir: PathBuf,
+    /// Bearer tokens accepted on `/v1`. Empty: one is generated on first start and
+    /// kept in `{data_dir}/api_token`.
+    pub api_token: Secrets,
+    /// Object store backend.
+    pub store: StoreKind,
+    pub s3: S3Config,
+    pub db: DbConfig,
+    pub jobs: JobsConfig,
+    pub limits: LimitsConfig,
+    pub webhooks: WebhookConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("./data"),
+            api_token: Secrets::default(),
+            store: StoreKind::Fs,
+            s3: S3Config::default(),
+            db: DbConfig::default(),
+            jobs: JobsConfig::default(),
+            limits: LimitsConfig::default(),
+            webhooks: WebhookConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Files below `{data_dir}/objects`, served read-only at `/media`.
+    Fs,
+    /// Any S3-compatible object store.
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: Option<String>,
+    /// Custom endpoint (MinIO, Garage, Ceph, s3s...). Unset: AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`); most non-AWS stores need it.
+    pub path_style: bool,
+    /// Optional prefix below which every key of this node is stored.
+    pub prefix: Option<String>,
+    /// Static credentials. Unset (the usual case): the standard AWS chain
+    /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles...).
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// Server-side encryption requested on every write: `AES256`, `aws:kms`, or `none`
+    /// for stores that refuse the header.
+    pub sse: SseMode,
+    /// When the SDK computes request checksums. `auto`: `when_supported` on AWS,
+    /// `when_required` on custom endpoints (several S3-compatible stores reject the
+    /// streaming checksum trailers that `when_supported` sends).
+    pub checksum: ChecksumMode,
+    /// Objects at or above this size are sent as a multipart upload.
+    pub multipart_threshold_bytes: u64,
+    pub part_size_bytes: u64,
+    /// Parts of one multipart upload sent at once.
+    pub part_concurrency: usize,
+    pub connect_timeout_ms: u64,
+    /// Deadline of one attempt of one request (a part, a small object).
+    pub operation_timeout_ms: u64,
+    /// Attempts per request, including the first (SDK standard retry with backoff).
+    pub max_attempts: u32,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            prefix: None,
+            access_key_id: None,
+            secret_access_key: None,
+            sse: SseMode::Aes256,
+            checksum: ChecksumMode::Auto,
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+            part_size_bytes: 8 * 1024 * 1024,
+            part_concurrency: 4,
+            connect_timeout_ms: 3_000,
+            // Large enough for an 8 MiB part over a slow link, small enough that a
+            // hung store does not hold a worker for minutes.
+            operation_timeout_ms: 60_000,
+            max_attempts: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SseMode {
+    #[serde(rename = "AES256", alias = "aes256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+    #[serde(rename = "none")]
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChecksumMode {
+    Auto,
+    WhenSupported,
+    WhenRequired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbConfig {
+    /// `sqlite://path` (default: `{data_dir}/jobs.db`). A Postgres backend plugs in
+    /// behind the same `JobQueue` trait.
+    pub url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs run at once on this node. 0: number of cores.
+    pub workers: usize,
+    /// How long a claimed job stays ours without a heartbeat. After a crash, the job
+    /// runs again on any node once this has passed.
+    pub lease_ms: u64,
+    /// Heartbeat period; must be well under `lease_ms`.
+    pub heartbeat_ms: u64,
+    /// How often an idle worker looks for work queued by other nodes (jobs queued on
+    /// this node wake the workers at once).
+    pub poll_ms: u64,
+    /// Runs of one job, including the first; transient failures retry up to this.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Hard deadline for one run of one job.
+    pub timeout_ms: u64,
+    /// On SIGTERM, how long running jobs may take to finish before they are stopped
+    /// and handed back to the queue.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            workers: 0,
+            lease_ms: 30_000,
+            heartbeat_ms: 5_000,
+            poll_ms: 1_000,
+            max_attempts: 3,
+            retry_base_ms: 2_000,
+            retry_max_ms: 60_000,
+            timeout_ms: 30 * 60 * 1000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.workers
+        }
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest body accepted by `PUT /v1/objects/{key}`.
+    pub max_upload_bytes: u64,
+    /// Largest JSON body accepted by the API.
+    pub max_json_bytes: usize,
+    /// Largest input object a job will read.
+    pub max_input_bytes: u64,
+    /// Deadline for probing one input.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_upload_bytes: 2 * 1024 * 1024 * 1024,
+            max_json_bytes: 256 * 1024,
+            max_input_bytes: 2 * 1024 * 1024 * 1024,
+            probe_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Signing secret, `whsec_<base64>` as in the Standard Webhooks spec. Empty: one
+    /// is generated on first start and kept in `{data_dir}/webhook_secret`.
+    pub secret: Option<Secret>,
+    /// Allow callbacks to loopback, private and link-local addresses (tests, labs).
+    pub allow_private: bool,
+    pub timeout_ms: u64,
+    /// Deliveries of one event, including the first.
+    pub max_attempts: u32,
+    /// First retry delay; grows fivefold per attempt up to one hour.
+    pub retry_base_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            secret: None,
+            allow_private: false,
+            timeout_ms: 10_000,
+            max_attempts: 8,
+            retry_base_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,media_node=debug`. `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (TOML) when given, then `MEDIA_NODE_*` variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, env::provider())
+    }
+
+    fn load_from(file: Option<&Path>, env: impl figment::Provider) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid(
+                    "--config",
+                    "MEDIA_NODE_CONFIG",
+                    format!("file {} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment.merge(env).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "data_dir",
+                "MEDIA_NODE_DATA_DIR",
+                "must not be empty",
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| invalid("public_url", "MEDIA_NODE_PUBLIC_URL", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "public_url",
+                    "MEDIA_NODE_PUBLIC_URL",
+                    "must be an http or https URL",
+                ));
+            }
+        }
+        for token in self.api_token.iter() {
+            if token.expose().len() < 16 {
+                return Err(invalid(
+                    "api_token",
+                    "MEDIA_NODE_API_TOKEN",
+                    "each token must be at least 16 characters",
+                ));
+            }
+        }
+        if self.store == StoreKind::S3 {
+            match &self.s3.bucket {
+                Some(b) if !b.trim().is_empty() => {}
+                _ => {
+                    return Err(invalid(
+                        "s3.bucket",
+                        "MEDIA_NODE_S3_BUCKET",
+                        "required when store = \"s3\"",
+                    ));
+                }
+            }
+            if let Some(endpoint) = &self.s3.endpoint {
+                url::Url::parse(endpoint)
+                    .map_err(|e| invalid("s3.endpoint", "MEDIA_NODE_S3_ENDPOINT", e.to_string()))?;
+            }
+            if self.s3.access_key_id.is_some() != self.s3.secret_access_key.is_some() {
+                return Err(invalid(
+                    "s3.access_key_id / s3.secret_access_key",
+                    "MEDIA_NODE_S3_ACCESS_KEY_ID / MEDIA_NODE_S3_SECRET_ACCESS_KEY",
+                    "set both or neither",
+                ));
+            }
+            if self.s3.part_size_bytes < 5 * 1024 * 1024 {
+                return Err(invalid(
+                    "s3.part_size_bytes",
+                    "MEDIA_NODE_S3_PART_SIZE_BYTES",
+                    "S3 parts must be at least 5 MiB",
+                ));
+            }
+            if self.s3.multipart_threshold_bytes < self.s3.part_size_bytes {
+                return Err(invalid(
+                    "s3.multipart_threshold_bytes",
+                    "MEDIA_NODE_S3_MULTIPART_THRESHOLD_BYTES",
+                    "must be at least s3.part_size_bytes",
+                ));
+            }
+            if self.s3.part_concurrency == 0 || self.s3.max_attempts == 0 {
+                return Err(invalid(
+                    "s3.part_concurrency / s3.max_attempts",
+                    "MEDIA_NODE_S3_PART_CONCURRENCY / MEDIA_NODE_S3_MAX_ATTEMPTS",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(url) = &self.db.url
+            && !url.expose().starts_with("sqlite:")
+        {
+            return Err(invalid(
+                "db.url",
+                "MEDIA_NODE_DB_URL",
+                "only sqlite: URLs are supported by this build",
+            ));
+        }
+        let jobs = &self.jobs;
+        if jobs.heartbeat_ms == 0 || jobs.heartbeat_ms * 2 > jobs.lease_ms {
+            return Err(invalid(
+                "jobs.heartbeat_ms",
+                "MEDIA_NODE_JOBS_HEARTBEAT_MS",
+                format!(
+                    "must be above 0 and at most half of jobs.lease_ms ({})",
+                    jobs.lease_ms
+                ),
+            ));
+        }
+        if jobs.max_attempts == 0 {
+            return Err(invalid(
+                "jobs.max_attempts",
+                "MEDIA_NODE_JOBS_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        if jobs.poll_ms == 0 || jobs.timeout_ms == 0 {
+            return Err(invalid(
+                "jobs.poll_ms / jobs.timeout_ms",
+                "MEDIA_NODE_JOBS_POLL_MS / MEDIA_NODE_JOBS_TIMEOUT_MS",
+                "must be above 0",
+            ));
+        }
+        if self.limits.max_json_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_json_bytes",
+                "MEDIA_NODE_LIMITS_MAX_JSON_BYTES",
+                "must be at least 1024",
+            ));
+        }
+        if let Some(secret) = &self.webhooks.secret {
+            crate::jobs::webhook::decode_secret(secret.expose()).map_err(|reason| {
+                invalid("webhooks.secret", "MEDIA_NODE_WEBHOOK_SECRET", reason)
+            })?;
+        }
+        if self.webhooks.max_attempts == 0 {
+            return Err(invalid(
+                "webhooks.max_attempts",
+                "MEDIA_NODE_WEBHOOK_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| invalid("log.filter", "MEDIA_NODE_LOG_FILTER", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The job store URL, defaulting to a SQLite file in the data dir.
+    pub fn db_url(&self) -> String {
+        match &self.db.url {
+            Some(url) => url.expose().to_string(),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.join(DEFAULT_SQLITE_FILE).display()
+            ),
+        }
+    }
+
+    pub fn store_kind_name(&self) -> &'static str {
+        match self.store {
+            StoreKind::Fs => "fs",
+            StoreKind::S3 => "s3",
+        }
+    }
+
+    pub fn public_base_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml_string(self)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // `Secret` serialises masked, so this never prints a secret.
+    match toml::to_string_pretty(config) {
+        Ok(s) => s,
+        Err(e) => format!("# cannot render configuration: {e}\n"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        jail.clear_env();
+        for (k, v) in vars {
+            jail.set_env(k, v);
+        }
+        Config::load(None)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_node() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, &[]).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.store, StoreKind::Fs);
+            assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert!(c.db_url().ends_with("data/jobs.db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_maps_sections() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                "listen = \"0.0.0.0:9000\"\n[jobs]\nworkers = 3\n",
+            )?;
+            jail.clear_env();
+            for (k, v) in [
+                ("MEDIA_NODE_LISTEN", "127.0.0.1:0"),
+                ("MEDIA_NODE_STORE", "s3"),
+                ("MEDIA_NODE_S3_BUCKET", "media"),
+                ("MEDIA_NODE_S3_PATH_STYLE", "true"),
+                ("MEDIA_NODE_API_TOKEN", "aaaaaaaaaaaaaaaa,1234567890123456"),
+                ("MEDIA_NODE_CONFIG", "node.toml"),
+            ] {
+                jail.set_env(k, v);
+            }
+            let c = Config::load(Some(Path::new("node.toml"))).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+            assert_eq!(c.jobs.workers, 3);
+            assert_eq!(c.store, StoreKind::S3);
+            assert_eq!(c.s3.bucket.as_deref(), Some("media"));
+            assert!(c.s3.path_style);
+            let tokens: Vec<_> = c.api_token.iter().map(|t| t.expose().to_string()).collect();
+            assert_eq!(tokens, ["aaaaaaaaaaaaaaaa", "1234567890123456"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_variable() {
+        Jail::expect_with(|jail| {
+            let err = load(jail, &[("MEDIA_NODE_STORE", "s3")]).unwrap_err();
+            assert!(err.to_string().contains("MEDIA_NODE_S3_BUCKET"), "{err}");
+
+            let err = load(jail, &[("MEDIA_NODE_LISTEN", "nowhere")]).unwrap_err();
+            assert!(err.to_string().contains("MEDIA_NODE_LISTEN"), "{err}");
+
+            let err = load(jail, &[("MEDIA_NODE_STORE", "ftp")]).unwrap_err();
+            assert!(err.to_string().contains("MEDIA_NODE_STORE"), "{err}");
+
+            let err = load(jail, &[("MEDIA_NODE_JOBS_LEASE_MS", "soon")]).unwrap_err();
+            assert!(
+                err.to_string().contains("MEDIA_NODE_JOBS_LEASE_MS"),
+                "{err}"
+            );
+
+            let err = load(jail, &[("MEDIA_NODE_API_TOKEN", "short")]).unwrap_err();
+            assert!(err.to_string().contains("MEDIA_NODE_API_TOKEN"), "{err}");
+
+            let err = load(jail, &[("MEDIA_NODE_LISTNE", "127.0.0.1:1")]).unwrap_err();
+            assert!(err.to_string().contains("listne"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, &[("MEDIA_NODE_API_TOKEN", "super-secret-token-123")]).unwrap();
+            let shown = c.to_masked_toml();
+            assert!(!shown.contains("super-secret-token-123"));
+            assert!(shown.contains("****"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,114 @@
+//! Secrets in settings: never printed, never serialised in clear.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const MASK: &str = "********";
+
+/// A secret string. `Debug`, `Display` and `Serialize` show a mask.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(MASK)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(Scalar::deserialize(d)?.0))
+    }
+}
+
+/// Several secrets: a list in TOML, or comma-separated in one environment variable.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(Vec<Secret>);
+
+impl Secrets {
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn push(&mut self, secret: Secret) {
+        self.0.push(secret)
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl Serialize for Secrets {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secrets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            Many(Vec<Scalar>),
+            One(Scalar),
+        }
+        let items: Vec<String> = match OneOrMany::deserialize(d)? {
+            OneOrMany::Many(v) => v.into_iter().map(|s| s.0).collect(),
+            OneOrMany::One(s) => s.0.split(',').map(str::to_string).collect(),
+        };
+        Ok(Secrets(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(Secret)
+                .collect(),
+        ))
+    }
+}
+
+/// Environment values are parsed as TOML-ish values, so a token made only of digits
+/// arrives as a number: take any scalar as its text.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            S(String),
+            I(i64),
+            U(u64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Scalar(match Any::deserialize(d)? {
+            Any::S(s) => s,
+            Any::I(i) => i.to_string(),
+            Any::U(u) => u.to_string(),
+            Any::F(f) => f.to_string(),
+            Any::B(b) => b.to_string(),
+        }))
+    }
+}
