@@ -1,0 +1,741 @@
+//! SQLite job store: the embedded default, one file in the data dir, WAL mode.
+//!
+//! Every state change is one `UPDATE ... RETURNING` statement (SQLite runs each
+//! statement atomically under its write lock), so concurrent workers can never claim
+//! the same job. Transactions that also write the webhook outbox start with their
+//! write, so they never need to upgrade a read lock (which SQLite cannot do without
+//! failing with `SQLITE_BUSY`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    CancelOutcome, DeliveryOutcome, Enqueued, Finish, Heartbeat, JobQueue, ListFilter, NewJob,
+    QueueError, QueueResult, WebhookDelivery,
+};
+use crate::jobs::model::{Job, JobErrorInfo, JobStatus, now_ms};
+
+/// Schema changes, applied in order once each. Never edit a released entry: add one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    spec             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    progress         INTEGER NOT NULL DEFAULT 0,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    error_code       TEXT,
+    error_message    TEXT,
+    result           TEXT,
+    callback_url     TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key  TEXT UNIQUE,
+    request_hash     TEXT,
+    lease_owner      TEXT,
+    lease_expires_at BIGINT,
+    run_after        BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    started_at       BIGINT,
+    finished_at      BIGINT
+);
+CREATE INDEX jobs_runnable ON jobs (status, run_after);
+CREATE INDEX jobs_status_id ON jobs (status, id);
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    job_id          TEXT NOT NULL REFERENCES jobs (id),
+    url             TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);
+"#];
+
+const JOB_COLUMNS: &str = "id, spec, status, progress, attempts, max_attempts, error_code, \
+    error_message, result, callback_url, cancel_requested, lease_owner, lease_expires_at, \
+    run_after, created_at, updated_at, started_at, finished_at";
+
+pub struct SqliteQueue {
+    pool: SqlitePool,
+}
+
+impl SqliteQueue {
+    pub async fn open(url: &str) -> QueueResult<SqliteQueue> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: durable across process crashes; a power cut may lose the
+            // last commits, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let queue = SqliteQueue { pool };
+        queue.migrate().await?;
+        Ok(queue)
+    }
+
+    async fn migrate(&self) -> QueueResult<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (index, sql) in MIGRATIONS.iter().enumerate() {
+            let version = index as i64 + 1;
+            let mut tx = self.pool.begin().await?;
+            // Write first: claims the write lock, so two nodes starting at once apply
+            // each migration once.
+            let inserted = sqlx::query(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(version)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn job_by(&self, column: &str, value: &str) -> QueueResult<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {column} = ?");
+        sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| job_from_row(&row))
+            .transpose()
+    }
+}
+
+fn job_from_row(row: &SqliteRow) -> QueueResult<Job> {
+    let corrupt = |what: &str, detail: String| QueueError::Corrupt(format!("{what}: {detail}"));
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let spec: String = row.try_get("spec")?;
+    let result: Option<String> = row.try_get("result")?;
+    let error_code: Option<String> = row.try_get("error_code")?;
+    let error_message: Option<String> = row.try_get("error_message")?;
+    Ok(Job {
+        id: Uuid::parse_str(&id).map_err(|e| corrupt("id", e.to_string()))?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", e.to_string()))?,
+        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
+        progress: row.try_get::<i64, _>("progress")?.clamp(0, 100) as u8,
+        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")?.max(0) as u32,
+        error: error_code.map(|code| JobErrorInfo {
+            code,
+            message: error_message.unwrap_or_default(),
+        }),
+        result: result
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt("result", e.to_string()))?,
+        callback_url: row.try_get("callback_url")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        run_after: row.try_get("run_after")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// Adds a webhook delivery for a job that just became terminal, in `tx`.
+async fn enqueue_webhook(
+    tx: &mut Transaction<'_, Sqlite>,
+    job_id: &str,
+    callback_url: Option<String>,
+    now: i64,
+) -> QueueResult<()> {
+    let Some(url) = callback_url else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, job_id, url, status, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(job_id)
+    .bind(url)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends the lease guard: only the owner of a running job may finish it.
+macro_rules! guarded {
+    ($($sql:literal)+) => {
+        concat!($($sql,)+ " WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING callback_url")
+    };
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl JobQueue for SqliteQueue {
+    async fn enqueue(&self, job: NewJob) -> QueueResult<Enqueued> {
+        let now = now_ms();
+        let (key, hash) = match &job.idempotency {
+            Some((k, h)) => (Some(k.clone()), Some(h.clone())),
+            None => (None, None),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, spec, status, progress, attempts, max_attempts, callback_url, \
+             cancel_requested, idempotency_key, request_hash, run_after, created_at, updated_at) \
+             VALUES (?, ?, 'queued', 0, 0, ?, ?, 0, ?, ?, ?, ?, ?) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(job.id.to_string())
+        .bind(job.spec.to_string())
+        .bind(i64::from(job.max_attempts))
+        .bind(&job.callback_url)
+        .bind(&key)
+        .bind(&hash)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            let created = self
+                .get(job.id)
+                .await?
+                .ok_or_else(|| QueueError::Corrupt("inserted job vanished".into()))?;
+            return Ok(Enqueued::Created(created));
+        }
+        // Only an idempotency key can conflict.
+        let key = key.ok_or_else(|| QueueError::Corrupt("insert ignored without a key".into()))?;
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS}, request_hash FROM jobs WHERE idempotency_key = ?"
+        ))
+        .bind(&key)
+        .fetch_one(&self.pool)
+        .await?;
+        let existing_hash: Option<String> = row.try_get("request_hash")?;
+        let existing = job_from_row(&row)?;
+        if existing_hash == hash {
+            Ok(Enqueued::Existing(existing))
+        } else {
+            Ok(Enqueued::Conflict(existing))
+        }
+    }
+
+    async fn get(&self, id: Uuid) -> QueueResult<Option<Job>> {
+        self.job_by("id", &id.to_string()).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> QueueResult<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(filter.before.map(|id| id.to_string()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration) -> QueueResult<Option<Job>> {
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0, \
+                 lease_owner = ?1, lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), \
+                 updated_at = ?3 \
+             WHERE id = ( \
+                 SELECT id FROM jobs \
+                 WHERE cancel_requested = 0 AND attempts < max_attempts AND ( \
+                     (status = 'queued' AND run_after <= ?3) \
+                     OR (status = 'running' AND lease_expires_at < ?3)) \
+                 ORDER BY run_after, id LIMIT 1) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + ms(lease))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| job_from_row(&row))
+            .transpose()
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        owner: &str,
+        lease: Duration,
+        progress: u8,
+    ) -> QueueResult<Heartbeat> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ?, progress = MAX(progress, ?), updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND status = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind(now + ms(lease))
+        .bind(i64::from(progress.min(100)))
+        .bind(now)
+        .bind(id.to_string())
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Heartbeat::Held {
+                cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            },
+            None => Heartbeat::Lost,
+        })
+    }
+
+    async fn finish(&self, id: Uuid, owner: &str, finish: Finish) -> QueueResult<bool> {
+        let now = now_ms();
+        let id_text = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let (query, terminal) = match &finish {
+            Finish::Succeeded(result) => (
+                sqlx::query(guarded!(
+                    "UPDATE jobs SET status = 'succeeded', result = ?, error_code = NULL, \
+                     error_message = NULL, progress = 100, lease_owner = NULL, \
+                     lease_expires_at = NULL, finished_at = ?, updated_at = ?"
+                ))
+                .bind(result.to_string())
+                .bind(now)
+                .bind(now),
+                true,
+            ),
+            Finish::Failed(error) => (
+                sqlx::query(guarded!(
+                    "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, \
+                     lease_owner = NULL, lease_expires_at = NULL, finished_at = ?, \
+                     updated_at = ?"
+                ))
+                .bind(&error.code)
+                .bind(&error.message)
+                .bind(now)
+                .bind(now),
+                true,
+            ),
+            Finish::Canceled => (
+                sqlx::query(guarded!(
+                    "UPDATE jobs SET status = 'canceled', lease_owner = NULL, \
+                     lease_expires_at = NULL, finished_at = ?, updated_at = ?"
+                ))
+                .bind(now)
+                .bind(now),
+                true,
+            ),
+            Finish::Retry { error, delay } => (
+                sqlx::query(guarded!(
+                    "UPDATE jobs SET status = 'queued', error_code = ?, error_message = ?, \
+                     lease_owner = NULL, lease_expires_at = NULL, run_after = ?, \
+                     updated_at = ?"
+                ))
+                .bind(&error.code)
+                .bind(&error.message)
+                .bind(now + ms(*delay))
+                .bind(now),
+                false,
+            ),
+            Finish::Release => (
+                sqlx::query(guarded!(
+                    "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), \
+                     progress = 0, lease_owner = NULL, lease_expires_at = NULL, run_after = ?, \
+                     updated_at = ?"
+                ))
+                .bind(now)
+                .bind(now),
+                false,
+            ),
+        };
+        let row = query
+            .bind(&id_text)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if terminal {
+            enqueue_webhook(&mut tx, &id_text, row.try_get("callback_url")?, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn cancel(&self, id: Uuid) -> QueueResult<Option<CancelOutcome>> {
+        let now = now_ms();
+        let id_text = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let canceled = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'canceled', cancel_requested = 1, finished_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'queued' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(now)
+        .bind(&id_text)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = canceled {
+            let job = job_from_row(&row)?;
+            enqueue_webhook(&mut tx, &id_text, job.callback_url.clone(), now).await?;
+            tx.commit().await?;
+            return Ok(Some(CancelOutcome::Canceled(job)));
+        }
+        let requested = sqlx::query(&format!(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ? \
+             WHERE id = ? AND status = 'running' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(&id_text)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some(row) = requested {
+            return Ok(Some(CancelOutcome::Requested(job_from_row(&row)?)));
+        }
+        Ok(self.get(id).await?.map(CancelOutcome::AlreadyFinished))
+    }
+
+    async fn reap_expired(&self) -> QueueResult<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let canceled = sqlx::query(
+            "UPDATE jobs SET status = 'canceled', lease_owner = NULL, lease_expires_at = NULL, \
+             finished_at = ?1, updated_at = ?1 \
+             WHERE status = 'running' AND lease_expires_at < ?1 AND cancel_requested = 1 \
+             RETURNING id, callback_url",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let exhausted = sqlx::query(
+            "UPDATE jobs SET status = 'failed', error_code = 'attempts_exhausted', \
+             error_message = 'the job stopped without finishing (its node died) on every attempt', \
+             lease_owner = NULL, lease_expires_at = NULL, finished_at = ?1, updated_at = ?1 \
+             WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= max_attempts \
+             RETURNING id, callback_url",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = (canceled.len() + exhausted.len()) as u64;
+        for row in canceled.iter().chain(exhausted.iter()) {
+            let id: String = row.try_get("id")?;
+            enqueue_webhook(&mut tx, &id, row.try_get("callback_url")?, now).await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn status_counts(&self) -> QueueResult<Vec<(JobStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(JobStatus, u64)> = JobStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == status) {
+                slot.1 = n.max(0) as u64;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn ping(&self) -> QueueResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn claim_webhook(&self, lease: Duration) -> QueueResult<Option<WebhookDelivery>> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?1, attempts = attempts + 1, updated_at = ?2 \
+             WHERE id = ( \
+                 SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                 ORDER BY next_attempt_at LIMIT 1) \
+             RETURNING id, job_id, url, attempts",
+        )
+        .bind(now + ms(lease))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let parse = |col: &str| -> QueueResult<Uuid> {
+            let text: String = row.try_get(col)?;
+            Uuid::parse_str(&text).map_err(|e| QueueError::Corrupt(e.to_string()))
+        };
+        Ok(Some(WebhookDelivery {
+            id: parse("id")?,
+            job_id: parse("job_id")?,
+            url: row.try_get("url")?,
+            attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+        }))
+    }
+
+    async fn finish_webhook(&self, id: Uuid, outcome: DeliveryOutcome) -> QueueResult<()> {
+        let now = now_ms();
+        let (status, error, next) = match outcome {
+            DeliveryOutcome::Delivered => ("delivered", None, now),
+            DeliveryOutcome::RetryAfter { error, delay } => {
+                ("pending", Some(error), now + ms(delay))
+            }
+            DeliveryOutcome::GaveUp { error } => ("failed", Some(error), now),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(next)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn queue() -> (tempfile::TempDir, SqliteQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let q = SqliteQueue::open(&url).await.unwrap();
+        (dir, q)
+    }
+
+    fn new_job(key: Option<(&str, &str)>) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            spec: json!({"input": {"key": "a"}, "probe": true}),
+            callback_url: None,
+            max_attempts: 3,
+            idempotency: key.map(|(k, h)| (k.to_string(), h.to_string())),
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn claim_run_and_finish() {
+        let (_dir, q) = queue().await;
+        let Enqueued::Created(job) = q.enqueue(new_job(None)).await.unwrap() else {
+            panic!("not created")
+        };
+        assert_eq!(job.status, JobStatus::Queued);
+        let claimed = q.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(claimed.id, job.id);
+        assert_eq!(claimed.attempts, 1);
+        assert!(
+            q.claim("w2", LEASE).await.unwrap().is_none(),
+            "claimed twice"
+        );
+        assert_eq!(
+            q.heartbeat(job.id, "w1", LEASE, 40).await.unwrap(),
+            Heartbeat::Held {
+                cancel_requested: false
+            }
+        );
+        assert_eq!(
+            q.heartbeat(job.id, "w2", LEASE, 40).await.unwrap(),
+            Heartbeat::Lost
+        );
+        assert!(!q.finish(job.id, "w2", Finish::Canceled).await.unwrap());
+        assert!(
+            q.finish(job.id, "w1", Finish::Succeeded(json!({"ok": true})))
+                .await
+                .unwrap()
+        );
+        let done = q.get(job.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Succeeded);
+        assert_eq!(done.progress, 100);
+        assert_eq!(done.result, Some(json!({"ok": true})));
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reclaimed_then_exhausted() {
+        let (_dir, q) = queue().await;
+        let mut job = new_job(None);
+        job.max_attempts = 2;
+        q.enqueue(job).await.unwrap();
+        let short = Duration::from_millis(1);
+        let first = q.claim("dead-node", short).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = q.claim("live-node", short).await.unwrap().unwrap();
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.attempts, 2);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(q.claim("third", LEASE).await.unwrap().is_none());
+        assert_eq!(q.reap_expired().await.unwrap(), 1);
+        let failed = q.get(first.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert_eq!(failed.error.unwrap().code, "attempts_exhausted");
+    }
+
+    #[tokio::test]
+    async fn retry_waits_and_release_returns_the_attempt() {
+        let (_dir, q) = queue().await;
+        q.enqueue(new_job(None)).await.unwrap();
+        let job = q.claim("w", LEASE).await.unwrap().unwrap();
+        let error = JobErrorInfo {
+            code: "store_unavailable".into(),
+            message: "down".into(),
+        };
+        let delay = Duration::from_secs(60);
+        assert!(
+            q.finish(job.id, "w", Finish::Retry { error, delay })
+                .await
+                .unwrap()
+        );
+        assert!(
+            q.claim("w", LEASE).await.unwrap().is_none(),
+            "retried before its time"
+        );
+
+        q.enqueue(new_job(None)).await.unwrap();
+        let other = q.claim("w", LEASE).await.unwrap().unwrap();
+        assert!(q.finish(other.id, "w", Finish::Release).await.unwrap());
+        let released = q.get(other.id).await.unwrap().unwrap();
+        assert_eq!(released.status, JobStatus::Queued);
+        assert_eq!(released.attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys() {
+        let (_dir, q) = queue().await;
+        let a = q.enqueue(new_job(Some(("k1", "h1")))).await.unwrap();
+        let b = q.enqueue(new_job(Some(("k1", "h1")))).await.unwrap();
+        let c = q.enqueue(new_job(Some(("k1", "h2")))).await.unwrap();
+        let (Enqueued::Created(a), Enqueued::Existing(b), Enqueued::Conflict(c)) = (a, b, c) else {
+            panic!("wrong outcomes")
+        };
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.id, c.id);
+    }
+
+    #[tokio::test]
+    async fn cancel_queued_and_running() {
+        let (_dir, q) = queue().await;
+        let Enqueued::Created(queued) = q.enqueue(new_job(None)).await.unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            q.cancel(queued.id).await.unwrap(),
+            Some(CancelOutcome::Canceled(_))
+        ));
+        q.enqueue(new_job(None)).await.unwrap();
+        let running = q.claim("w", LEASE).await.unwrap().unwrap();
+        assert!(matches!(
+            q.cancel(running.id).await.unwrap(),
+            Some(CancelOutcome::Requested(_))
+        ));
+        assert_eq!(
+            q.heartbeat(running.id, "w", LEASE, 1).await.unwrap(),
+            Heartbeat::Held {
+                cancel_requested: true
+            }
+        );
+        assert!(q.finish(running.id, "w", Finish::Canceled).await.unwrap());
+        assert!(matches!(
+            q.cancel(running.id).await.unwrap(),
+            Some(CancelOutcome::AlreadyFinished(_))
+        ));
+        assert!(q.cancel(Uuid::now_v7()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn terminal_states_enqueue_webhooks() {
+        let (_dir, q) = queue().await;
+        let mut job = new_job(None);
+        job.callback_url = Some("https://example.com/hook".into());
+        q.enqueue(job).await.unwrap();
+        let running = q.claim("w", LEASE).await.unwrap().unwrap();
+        assert!(q.claim_webhook(LEASE).await.unwrap().is_none());
+        q.finish(running.id, "w", Finish::Succeeded(json!({})))
+            .await
+            .unwrap();
+        let delivery = q.claim_webhook(LEASE).await.unwrap().unwrap();
+        assert_eq!(delivery.job_id, running.id);
+        assert_eq!(delivery.attempts, 1);
+        assert!(
+            q.claim_webhook(LEASE).await.unwrap().is_none(),
+            "leased twice"
+        );
+        q.finish_webhook(delivery.id, DeliveryOutcome::Delivered)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn list_pages_newest_first() {
+        let (_dir, q) = queue().await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let Enqueued::Created(j) = q.enqueue(new_job(None)).await.unwrap() else {
+                panic!()
+            };
+            ids.push(j.id);
+        }
+        let page = q
+            .list(&ListFilter {
+                status: None,
+                limit: 2,
+                before: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
+        let next = q
+            .list(&ListFilter {
+                status: Some(JobStatus::Queued),
+                limit: 10,
+                before: Some(ids[3]),
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 3);
+        let counts = q.status_counts().await.unwrap();
+        assert!(counts.contains(&(JobStatus::Queued, 5)));
+    }
+}
