@@ -1,0 +1,91 @@
+//! `PUT /v1/objects/{key}`: stream a request body into the object store, so a local
+//! user can upload inputs without S3 tools. Uploads are private: `/media` never
+//! serves them.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use crate::store::{ObjectKey, PutOptions, Visibility, content_type_for};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ObjectView {
+    pub key: String,
+    pub size: u64,
+}
+
+pub(super) fn parse_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::InvalidKey {
+        field: None,
+        message: e.body_text(),
+    })?;
+    ObjectKey::parse(raw).map_err(|e| ApiError::InvalidKey {
+        field: None,
+        message: e.to_string(),
+    })
+}
+
+/// Upload an object (e.g. a video to process).
+#[utoipa::path(
+    put, path = "/v1/objects/{key}", tag = "objects",
+    params(("key" = String, Path, description = "Object key, e.g. `uploads/clip.mp4`")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Stored", body = ObjectView),
+        (status = 400, description = "Invalid key", body = Problem),
+        (status = 413, description = "Larger than `limits.max_upload_bytes`", body = Problem),
+        (status = 503, description = "Object store unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ObjectView>), ApiError> {
+    let key = parse_key(path)?;
+    let max = state.config.limits.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(ApiError::PayloadTooLarge(max));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded")
+        .map(str::to_string)
+        .unwrap_or_else(|| content_type_for(key.as_str()).to_string());
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let size = state
+        .store
+        .put_stream(
+            &key,
+            Box::pin(stream),
+            max,
+            &PutOptions {
+                content_type: Some(content_type),
+                cache_control: None,
+                visibility: Visibility::Private,
+            },
+        )
+        .await?;
+    tracing::info!(key = %key, size, "object uploaded");
+    Ok((
+        StatusCode::CREATED,
+        Json(ObjectView {
+            key: key.to_string(),
+            size,
+        }),
+    ))
+}

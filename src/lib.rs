@@ -1,0 +1,20 @@
+//! media-node: a media processing node for a social-commerce platform.
+//!
+//! | module      | owns                                                        |
+//! |-------------|-------------------------------------------------------------|
+//! | [`config`]  | layered settings (defaults, TOML, `MEDIA_NODE_*`)           |
+//! | [`api`]     | the HTTP API, errors as problem JSON, auth, `/media`        |
+//! | [`jobs`]    | job specs, the durable queue, workers, webhooks             |
+//! | [`media`]   | GStreamer: init, demuxer allow-list, probing                |
+//! | [`store`]   | object storage: filesystem and S3                           |
+//! | [`metrics`] | Prometheus metrics                                          |
+//! | [`node`]    | wiring it all together: `serve`, `check`                    |
+
+pub mod api;
+pub mod config;
+pub mod jobs;
+pub mod media;
+pub mod metrics;
+pub mod node;
+pub mod store;
+pub mod telemetry;

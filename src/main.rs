@@ -1,0 +1,139 @@
+//! The `media-node` command: `serve`, `check`, `config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use media_node::config::{Config, LogFormat};
+use media_node::{node, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "media-node",
+    version,
+    about = "Media processing node: transcodes, thumbnails, shoppable tags and live relay"
+)]
+struct Cli {
+    /// TOML configuration file (settings from MEDIA_NODE_* variables override it).
+    #[arg(long, global = true, env = "MEDIA_NODE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format; overrides `log.format`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the job workers.
+    Serve,
+    /// Verify the job store, the object store and the GStreamer elements; exit 1 if
+    /// anything is missing.
+    Check,
+    /// Print the effective configuration (secrets masked).
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("media-node: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(format) = cli.log_format {
+        config.log.format = match format {
+            CliLogFormat::Text => LogFormat::Text,
+            CliLogFormat::Json => LogFormat::Json,
+        };
+    }
+    if let Command::Config = cli.command {
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("media-node")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("media-node: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Check => check(config).await,
+            Command::Config => unreachable!("handled above"),
+        }
+    })
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("media-node: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match node::serve(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("media-node: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    let lines = node::check(&config).await;
+    let mut ok = true;
+    for line in &lines {
+        ok &= line.ok;
+        println!(
+            "{} {:<22} {}",
+            if line.ok { "ok  " } else { "FAIL" },
+            line.name,
+            line.detail
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,330 @@
+//! Wiring: opens the job store and object store, starts the workers, the webhook
+//! deliverer and the HTTP server, and shuts them down in order.
+//!
+//! Shutdown (SIGTERM/SIGINT): readiness turns 503 and workers stop claiming; running
+//! jobs get `jobs.shutdown_grace_ms` to finish; whatever still runs then is stopped
+//! and handed back to the queue; finally the HTTP server stops.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState, auth};
+use crate::config::Config;
+use crate::jobs::queue::{self as job_queue, DynQueue};
+use crate::jobs::webhook;
+use crate::jobs::worker::{WorkerDeps, WorkerPool};
+use crate::media;
+use crate::metrics::Metrics;
+use crate::store::{self, DynStore};
+
+const API_TOKEN_FILE: &str = "api_token";
+const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
+/// After the workers are done, how long in-flight HTTP requests may take.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+/// After running jobs were told to stop, how long they may take to hand back.
+const ABORT_DRAIN: Duration = Duration::from_secs(15);
+
+/// Reads a secret kept in the data dir, or creates it (mode 0600) with `generate`.
+/// Returns the secret and whether it was just created.
+pub fn secret_file(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> std::io::Result<(String, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_string(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let value = generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(value.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok((value, true))
+}
+
+fn generate_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "mn_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let nonce: u16 = rand::random();
+    format!("{host}-{}-{nonce:04x}", std::process::id())
+}
+
+/// The stores a node works against.
+pub struct Backends {
+    pub queue: DynQueue,
+    pub store: DynStore,
+}
+
+pub async fn open_backends(config: &Config) -> anyhow::Result<Backends> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let queue = job_queue::open(&config.db_url())
+        .await
+        .context("opening the job store")?;
+    let store = store::open(config)
+        .await
+        .context("opening the object store")?;
+    Ok(Backends { queue, store })
+}
+
+/// Runs the node on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    media::init().context("initialising GStreamer")?;
+    let missing = media::missing_elements(media::REQUIRED_ELEMENTS);
+    if !missing.is_empty() {
+        warn!(missing = ?missing, "GStreamer elements are missing; /readyz will fail");
+    }
+    let Backends { queue, store } = open_backends(&config).await?;
+
+    let mut tokens: Vec<String> = config
+        .api_token
+        .iter()
+        .map(|t| t.expose().to_string())
+        .collect();
+    if tokens.is_empty() {
+        let path = config.data_dir.join(API_TOKEN_FILE);
+        let (token, created) = secret_file(&path, generate_token)
+            .with_context(|| format!("reading or creating {}", path.display()))?;
+        if created {
+            println!(
+                "media-node: generated an API token (kept in {}): {token}",
+                path.display()
+            );
+        } else {
+            info!(file = %path.display(), "using the API token kept in the data dir");
+        }
+        tokens.push(token);
+    }
+    let webhook_secret = match &config.webhooks.secret {
+        Some(secret) => secret.expose().to_string(),
+        None => {
+            let path = config.data_dir.join(WEBHOOK_SECRET_FILE);
+            let (secret, created) = secret_file(&path, webhook::generate_secret)
+                .with_context(|| format!("reading or creating {}", path.display()))?;
+            if created {
+                println!(
+                    "media-node: generated a webhook signing secret (kept in {})",
+                    path.display()
+                );
+            }
+            secret
+        }
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let wake_workers = Arc::new(Notify::new());
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut pool = WorkerPool::start(WorkerDeps {
+        queue: queue.clone(),
+        store: store.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        wake: wake_workers.clone(),
+        node_id: node_id(),
+    });
+    let background_stop = CancellationToken::new();
+    let deliverer =
+        webhook::Deliverer::new(queue.clone(), &webhook_secret, config.webhooks.clone())
+            .map_err(|e| anyhow::anyhow!("webhook deliverer: {e}"))?
+            .spawn(Arc::new(Notify::new()), background_stop.clone());
+
+    let state = AppState {
+        config: config.clone(),
+        queue,
+        store,
+        metrics,
+        wake_workers,
+        tokens: Arc::new(tokens.iter().map(|t| auth::digest(t)).collect()),
+        draining: draining.clone(),
+        missing_elements: Arc::new(missing),
+    };
+    let addr = listener.local_addr()?;
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = http_stop.clone();
+        let app = api::router(state);
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    info!(%addr, store = config.store_kind_name(), "media-node serving");
+    println!("media-node listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    shutdown.await;
+    info!("shutting down: no new jobs; running jobs may finish");
+    draining.store(true, Ordering::SeqCst);
+    pool.stop_claiming();
+    let grace = Duration::from_millis(config.jobs.shutdown_grace_ms);
+    if !pool.join(grace).await {
+        warn!("grace period over; stopping running jobs and handing them back");
+        pool.abort_running();
+        if !pool.join(ABORT_DRAIN).await {
+            warn!("some jobs did not stop; their leases will expire");
+        }
+    }
+    background_stop.cancel();
+    let _ = deliverer.await;
+    http_stop.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+        Err(_) => warn!("HTTP requests still open after the drain period"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// One line of `media-node check`.
+pub struct CheckLine {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Verifies the job store, the object store and the GStreamer elements.
+pub async fn check(config: &Config) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    match std::fs::create_dir_all(&config.data_dir) {
+        Ok(()) => {}
+        Err(e) => lines.push(CheckLine {
+            name: "data dir".into(),
+            ok: false,
+            detail: format!("{}: {e}", config.data_dir.display()),
+        }),
+    }
+    let db_url = config.db_url();
+    let db_shown = db_url.split('?').next().unwrap_or_default().to_string();
+    match job_queue::open(&db_url).await {
+        Ok(queue) => lines.push(match queue.ping().await {
+            Ok(()) => CheckLine {
+                name: "job store".into(),
+                ok: true,
+                detail: db_shown,
+            },
+            Err(e) => CheckLine {
+                name: "job store".into(),
+                ok: false,
+                detail: e.to_string(),
+            },
+        }),
+        Err(e) => lines.push(CheckLine {
+            name: "job store".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
+    let store_name = format!("object store ({})", config.store_kind_name());
+    match store::open(config).await {
+        Ok(store) => lines.push(
+            match tokio::time::timeout(Duration::from_secs(10), store.check()).await {
+                Ok(Ok(())) => CheckLine {
+                    name: store_name,
+                    ok: true,
+                    detail: "reachable".into(),
+                },
+                Ok(Err(e)) => CheckLine {
+                    name: store_name,
+                    ok: false,
+                    detail: e.to_string(),
+                },
+                Err(_) => CheckLine {
+                    name: store_name,
+                    ok: false,
+                    detail: "no answer within 10 s".into(),
+                },
+            },
+        ),
+        Err(e) => lines.push(CheckLine {
+            name: store_name,
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
+    match media::init() {
+        Ok(()) => {
+            let missing = media::missing_elements(media::REQUIRED_ELEMENTS);
+            lines.push(CheckLine {
+                name: "gstreamer".into(),
+                ok: missing.is_empty(),
+                detail: if missing.is_empty() {
+                    format!(
+                        "{} ({} required elements present)",
+                        gstreamer::version_string(),
+                        media::REQUIRED_ELEMENTS.len()
+                    )
+                } else {
+                    format!("missing elements: {}", missing.join(", "))
+                },
+            });
+        }
+        Err(e) => lines.push(CheckLine {
+            name: "gstreamer".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_are_created_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let (first, created) = secret_file(&path, generate_token).unwrap();
+        assert!(created);
+        assert!(first.len() >= 40);
+        let (again, created) = secret_file(&path, || unreachable!()).unwrap();
+        assert!(!created);
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
