@@ -1,0 +1,453 @@
+//! Test harness: the real `media-node` binary on port 0 with a temp data dir, a real
+//! S3-compatible server (s3s-fs), and bounded polling helpers. No mocks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const S3_ACCESS_KEY: &str = "media-node-test";
+pub const S3_SECRET_KEY: &str = "media-node-test-secret";
+
+/// How long a node may take to start (GStreamer's first registry scan is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running `media-node serve`.
+pub struct Node {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+}
+
+pub struct NodeBuilder {
+    env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl NodeBuilder {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+    pub fn envs(mut self, pairs: Vec<(String, String)>) -> Self {
+        self.env.extend(pairs);
+        self
+    }
+    /// Reuse a data dir (to restart a node on the same job store).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+    pub async fn start(self) -> Node {
+        Node::spawn(self.env, self.data_dir).await
+    }
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            env: Vec::new(),
+            data_dir: None,
+        }
+    }
+
+    pub async fn start() -> Node {
+        Node::builder().start().await
+    }
+
+    async fn spawn(extra_env: Vec<(String, String)>, data_dir: Option<PathBuf>) -> Node {
+        let (tmp, data_dir) = match data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().join("data");
+                (Some(tmp), dir)
+            }
+        };
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log_path = data_dir.join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-node"));
+        cmd.arg("serve");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("MEDIA_NODE_") || key.starts_with("AWS_") || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        let defaults = [
+            ("MEDIA_NODE_LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDIA_NODE_DATA_DIR", data_dir.display().to_string()),
+            ("MEDIA_NODE_API_TOKEN", TOKEN.to_string()),
+            ("MEDIA_NODE_JOBS_WORKERS", "2".to_string()),
+            ("MEDIA_NODE_JOBS_LEASE_MS", "2000".to_string()),
+            ("MEDIA_NODE_JOBS_HEARTBEAT_MS", "300".to_string()),
+            ("MEDIA_NODE_JOBS_POLL_MS", "100".to_string()),
+            ("MEDIA_NODE_JOBS_RETRY_BASE_MS", "100".to_string()),
+            ("MEDIA_NODE_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
+            ("MEDIA_NODE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
+            ("MEDIA_NODE_WEBHOOK_RETRY_BASE_MS", "200".to_string()),
+            ("MEDIA_NODE_LOG_FILTER", "info,media_node=debug".to_string()),
+        ];
+        for (k, v) in defaults {
+            cmd.env(k, v);
+        }
+        for (k, v) in &extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("start media-node");
+
+        // Read stdout on a thread for as long as the process lives, so the pipe never
+        // fills; the first "listening on" line tells the port.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let start = Instant::now();
+        let base = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("media-node listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    panic!(
+                        "media-node exited before listening ({status:?}):\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+            }
+            if start.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                panic!(
+                    "media-node did not start within {START_TIMEOUT:?}:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        Node {
+            child: Some(child),
+            base,
+            data_dir,
+            log_path,
+            _tmp: tmp,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
+    pub async fn upload(&self, key: &str, body: Vec<u8>) -> Value {
+        let res = self
+            .client
+            .put(self.url(&format!("/v1/objects/{key}")))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "upload of {key}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn upload_fixture(&self, key: &str, name: &str) {
+        self.upload(key, std::fs::read(fixture(name)).unwrap())
+            .await;
+    }
+
+    pub async fn post_job(&self, body: &Value) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a job that must be accepted; returns its id.
+    pub async fn submit(&self, body: &Value) -> String {
+        let (status, job) = self.post_job(body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        job["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let res = self
+            .client
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// Waits until the job reaches `status`.
+    pub async fn wait_status(&self, id: &str, status: &str, limit: Duration) -> Value {
+        eventually(limit, &format!("job {id} to be {status}"), || async {
+            let job = self.job(id).await;
+            (job["status"] == status).then_some(job)
+        })
+        .await
+    }
+
+    /// Waits until the job ends (succeeded, failed or canceled).
+    pub async fn wait_done(&self, id: &str, limit: Duration) -> Value {
+        eventually(limit, &format!("job {id} to end"), || async {
+            let job = self.job(id).await;
+            matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "canceled")
+            )
+            .then_some(job)
+        })
+        .await
+    }
+
+    /// SIGKILL: the node dies without any cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("node did not exit within {limit:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- node log (last 80 lines) ----");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn s3s_fs_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("S3S_FS") {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/s3s-fs");
+    if local.exists() {
+        return local;
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let cargo = PathBuf::from(home).join(".cargo/bin/s3s-fs");
+        if cargo.exists() {
+            return cargo;
+        }
+    }
+    panic!(
+        "s3s-fs (the S3-compatible test server) is not installed; run ./scripts/test, \
+         which installs it into .tools/"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real S3-compatible server (s3s-fs, SigV4-checking) on a free port.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let mut server = S3Server {
+            child: None,
+            port: free_port(),
+            root,
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("s3s.log"))
+            .unwrap();
+        let data = self.root.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new(s3s_fs_binary())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(Duration::from_secs(30), "s3s-fs to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    pub fn config(&self, bucket: &str) -> media_node::config::S3Config {
+        media_node::config::S3Config {
+            bucket: Some(bucket.to_string()),
+            endpoint: Some(self.endpoint()),
+            path_style: true,
+            access_key_id: Some(media_node::config::Secret::new(S3_ACCESS_KEY)),
+            secret_access_key: Some(media_node::config::Secret::new(S3_SECRET_KEY)),
+            ..Default::default()
+        }
+    }
+
+    /// Creates a bucket through the S3 API.
+    pub async fn create_bucket(&self, bucket: &str) {
+        let creds =
+            aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "test");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+
+    /// Environment for a node that uses this server with `bucket`.
+    pub fn node_env(&self, bucket: &str) -> Vec<(String, String)> {
+        [
+            ("MEDIA_NODE_STORE", "s3".to_string()),
+            ("MEDIA_NODE_S3_BUCKET", bucket.to_string()),
+            ("MEDIA_NODE_S3_ENDPOINT", self.endpoint()),
+            ("MEDIA_NODE_S3_REGION", "us-east-1".to_string()),
+            ("MEDIA_NODE_S3_PATH_STYLE", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
