@@ -39,6 +39,8 @@ enum Command {
     Check,
     /// Print the effective configuration (secrets masked).
     Config,
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -56,9 +58,16 @@ fn main() -> ExitCode {
             CliLogFormat::Json => LogFormat::Json,
         };
     }
-    if let Command::Config = cli.command {
-        print!("{}", config.to_masked_toml());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Command::Config => {
+            print!("{}", config.to_masked_toml());
+            return ExitCode::SUCCESS;
+        }
+        Command::Openapi => {
+            println!("{}", media_node::api::openapi::document_json());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -76,7 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Check => check(config).await,
-            Command::Config => unreachable!("handled above"),
+            Command::Config | Command::Openapi => unreachable!("handled above"),
         }
     })
 }

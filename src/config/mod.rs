@@ -357,8 +357,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment.merge(env).extract()?;
+        let mut config: Config = figment.merge(env).extract()?;
         config.validate()?;
+        // Paths handed to GStreamer (file:// URIs) must be absolute; resolve the data
+        // dir once against the directory the node was started in.
+        config.data_dir = std::path::absolute(&config.data_dir)
+            .map_err(|e| invalid("data_dir", "MEDIA_NODE_DATA_DIR", e.to_string()))?;
         Ok(config)
     }
 
@@ -551,7 +555,8 @@ mod tests {
             let c = load(jail, &[]).unwrap();
             assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(c.store, StoreKind::Fs);
-            assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert!(c.data_dir.is_absolute());
+            assert!(c.data_dir.ends_with("data"));
             assert!(c.db_url().ends_with("data/jobs.db"));
             Ok(())
         });

@@ -122,7 +122,9 @@ fn probe_blocking(path: &Path, timeout: Duration) -> Result<Probe, MediaError> {
     if is_isobmff {
         check_isobmff_boxes(path, size_bytes)?;
     }
-    let uri = gst::glib::filename_to_uri(path, None)
+    let absolute =
+        std::path::absolute(path).map_err(|e| MediaError::Internal(format!("input path: {e}")))?;
+    let uri = gst::glib::filename_to_uri(&absolute, None)
         .map_err(|e| MediaError::Internal(format!("input path: {e}")))?;
     let timeout_ms = timeout.as_millis() as u64;
     let discoverer = pbutils::Discoverer::new(gst::ClockTime::from_mseconds(timeout_ms))
