@@ -1,0 +1,161 @@
+//! Declarative presets from `pipelines/`: encoding ladders (and, with the features
+//! that use them, thumbnail sets, tag styles and live profiles).
+//!
+//! The files in the repository's `pipelines/` folder are compiled into the binary,
+//! so a node always has them; `pipelines_dir` (`MEDIA_NODE_PIPELINES_DIR`) adds
+//! presets or replaces built-in ones by name. Everything is validated when the node
+//! starts: a broken preset stops the node with a message naming the file and field.
+//! Pipelines are built from these typed presets, never from launch strings.
+
+pub mod ladder;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use ladder::{AudioPreset, H264Profile, Ladder, Rung};
+
+const BUILTIN_LADDERS: &[(&str, &str)] = &[
+    (
+        "default",
+        include_str!("../../pipelines/ladders/default.toml"),
+    ),
+    ("small", include_str!("../../pipelines/ladders/small.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    #[error("preset {source_name}: {message}")]
+    Invalid {
+        source_name: String,
+        message: String,
+    },
+    #[error("reading presets from {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+fn invalid(source_name: &str, message: impl Into<String>) -> PresetError {
+    PresetError::Invalid {
+        source_name: source_name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// All presets a node knows, by name.
+#[derive(Debug, Clone)]
+pub struct Presets {
+    ladders: BTreeMap<String, Ladder>,
+}
+
+impl Presets {
+    /// The presets compiled into the binary.
+    pub fn builtin() -> Result<Presets, PresetError> {
+        let mut ladders = BTreeMap::new();
+        for (name, text) in BUILTIN_LADDERS {
+            let source = format!("pipelines/ladders/{name}.toml (built in)");
+            ladders.insert(name.to_string(), Ladder::parse(name, text, &source)?);
+        }
+        Ok(Presets { ladders })
+    }
+
+    /// Built-in presets, then those of `dir` (same layout as `pipelines/`), which
+    /// replace built-in ones of the same name.
+    pub fn load(dir: Option<&Path>) -> Result<Presets, PresetError> {
+        let mut presets = Presets::builtin()?;
+        let Some(dir) = dir else {
+            return Ok(presets);
+        };
+        let ladders_dir = dir.join("ladders");
+        if ladders_dir.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&ladders_dir)
+                .map_err(|e| PresetError::Io(ladders_dir.clone(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            entries.sort();
+            for path in entries {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .ok_or_else(|| invalid(&path.display().to_string(), "file name is not UTF-8"))?
+                    .to_string();
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| PresetError::Io(path.clone(), e))?;
+                let ladder = Ladder::parse(&name, &text, &path.display().to_string())?;
+                presets.ladders.insert(name, ladder);
+            }
+        }
+        Ok(presets)
+    }
+
+    pub fn ladder(&self, name: &str) -> Option<&Ladder> {
+        self.ladders.get(name)
+    }
+
+    pub fn ladder_names(&self) -> impl Iterator<Item = &str> {
+        self.ladders.keys().map(String::as_str)
+    }
+
+    /// GStreamer elements the presets need (checked by `check` and `/readyz`).
+    pub fn required_elements(&self) -> Vec<&'static str> {
+        let mut elements = vec![
+            "videoconvert",
+            "videoscale",
+            "videorate",
+            "videoflip",
+            "audioconvert",
+            "audioresample",
+            "tee",
+            "queue",
+            "x264enc",
+            "h264parse",
+            "avenc_aac",
+            "aacparse",
+            "mp4mux",
+            "mpegtsmux",
+            "splitmuxsink",
+            "filesink",
+        ];
+        elements.sort_unstable();
+        elements
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_presets_are_valid() {
+        let presets = Presets::builtin().unwrap();
+        let ladder = presets.ladder("default").unwrap();
+        let names: Vec<&str> = ladder.rungs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["1080p", "720p", "480p", "360p"]);
+        assert!(presets.ladder("small").is_some());
+    }
+
+    #[test]
+    fn a_directory_adds_and_replaces_ladders() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ladders")).unwrap();
+        let text = include_str!("../../pipelines/ladders/small.toml");
+        std::fs::write(dir.path().join("ladders/tiny.toml"), text).unwrap();
+        std::fs::write(
+            dir.path().join("ladders/default.toml"),
+            text.replace("480p", "432p")
+                .replace("short_side = 480", "short_side = 432"),
+        )
+        .unwrap();
+        let presets = Presets::load(Some(dir.path())).unwrap();
+        assert!(presets.ladder("tiny").is_some());
+        assert_eq!(presets.ladder("default").unwrap().rungs[0].name, "432p");
+    }
+
+    #[test]
+    fn a_broken_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ladders")).unwrap();
+        std::fs::write(dir.path().join("ladders/bad.toml"), "max_fps = \"fast\"\n").unwrap();
+        let err = Presets::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+}
