@@ -7,7 +7,10 @@
 //! uploaded file. Elements we create by name (e.g. `tsdemux` for live ingest) are not
 //! affected: rank only matters for autoplugging.
 
+pub mod hls;
 pub mod probe;
+pub mod run;
+pub mod transcode;
 
 use std::sync::OnceLock;
 
@@ -50,6 +53,8 @@ pub enum MediaError {
     Malformed(String),
     #[error("probing the input took longer than {0} ms")]
     Timeout(u64),
+    #[error("writing local files failed: {0}")]
+    Io(String),
     #[error("GStreamer failed: {0}")]
     Internal(String),
 }
@@ -63,8 +68,14 @@ impl MediaError {
             MediaError::UnsupportedCodec(_) => "unsupported_codec",
             MediaError::Malformed(_) => "malformed_input",
             MediaError::Timeout(_) => "probe_timeout",
+            MediaError::Io(_) => "work_dir_error",
             MediaError::Internal(_) => "media_error",
         }
+    }
+
+    /// Worth another attempt: local disk trouble may pass; bad input never does.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MediaError::Io(_))
     }
 }
 

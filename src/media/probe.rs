@@ -136,13 +136,16 @@ fn probe_blocking(path: &Path, timeout: Duration) -> Result<Probe, MediaError> {
         pbutils::DiscovererResult::Ok => {}
         pbutils::DiscovererResult::Timeout => return Err(MediaError::Timeout(timeout_ms)),
         pbutils::DiscovererResult::MissingPlugins => {
-            return Err(MediaError::UnsupportedCodec(
-                info.missing_elements_installer_details()
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ));
+            // Phones add metadata tracks nobody decodes; only missing audio and
+            // video decoders matter.
+            let missing: Vec<String> = info
+                .missing_elements_installer_details()
+                .iter()
+                .filter_map(|d| missing_media_decoder(d))
+                .collect();
+            if !missing.is_empty() {
+                return Err(MediaError::UnsupportedCodec(missing.join(", ")));
+            }
         }
         other => return Err(MediaError::Malformed(format!("{other:?}"))),
     }
@@ -202,6 +205,13 @@ pub fn check_isobmff_boxes(path: &Path, file_size: u64) -> Result<(), MediaError
         return Err(MediaError::NotMedia);
     }
     Ok(())
+}
+
+/// The caps of a missing audio or video decoder, from an installer detail string
+/// (`gstreamer|1.0|app|description|decoder-video/x-h265, ...`).
+fn missing_media_decoder(detail: &str) -> Option<String> {
+    let caps = detail.rsplit('|').next()?.strip_prefix("decoder-")?;
+    (caps.starts_with("video/") || caps.starts_with("audio/")).then(|| caps.to_string())
 }
 
 fn classify_error(err: &gst::glib::Error) -> MediaError {
@@ -438,6 +448,18 @@ mod tests {
         );
         assert_eq!(codec_name(&caps("audio/x-raw, format=S16LE")), "pcm");
         assert_eq!(codec_name(&caps("video/x-something-new")), "something-new");
+    }
+
+    #[test]
+    fn only_missing_audio_and_video_decoders_matter() {
+        assert_eq!(
+            missing_media_decoder("gstreamer|1.0|app|meta decoder|decoder-meta/x-gst-fourcc-mebx"),
+            None
+        );
+        assert_eq!(
+            missing_media_decoder("gstreamer|1.0|app|H.266 decoder|decoder-video/x-h266"),
+            Some("video/x-h266".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! HLS playlists (written with `m3u8-rs`): one media playlist per rendition and a
+//! master playlist that announces each rendition's peak and average bandwidth,
+//! resolution, frame rate and codecs.
+
+use m3u8_rs::{
+    MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+};
+
+/// One segment of a media playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub uri: String,
+    pub duration_s: f64,
+    pub bytes: u64,
+}
+
+/// One rendition in a master playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// URI of its media playlist, relative to the master.
+    pub uri: String,
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    pub codecs: String,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+}
+
+/// `(peak, average)` bit rate of a list of segments, in bits per second. The peak
+/// is the highest of any segment, which is what `BANDWIDTH` must announce.
+pub fn bandwidth(segments: &[Segment]) -> (u64, u64) {
+    let mut peak = 0.0f64;
+    let (mut bytes, mut seconds) = (0u64, 0.0f64);
+    for s in segments {
+        if s.duration_s > 0.0 {
+            // A short final segment is not representative of the stream's peak.
+            let weight_ok = s.duration_s >= 1.0 || segments.len() == 1;
+            if weight_ok {
+                peak = peak.max(s.bytes as f64 * 8.0 / s.duration_s);
+            }
+        }
+        bytes += s.bytes;
+        seconds += s.duration_s;
+    }
+    let average = if seconds > 0.0 {
+        bytes as f64 * 8.0 / seconds
+    } else {
+        0.0
+    };
+    (peak.max(average).ceil() as u64, average.ceil() as u64)
+}
+
+/// A complete (VOD) media playlist.
+pub fn media_playlist(segments: &[Segment]) -> String {
+    let target = segments
+        .iter()
+        .map(|s| s.duration_s.round() as u64)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let playlist = MediaPlaylist {
+        version: Some(3),
+        target_duration: target,
+        media_sequence: 0,
+        segments: segments
+            .iter()
+            .map(|s| MediaSegment {
+                uri: s.uri.clone(),
+                duration: s.duration_s as f32,
+                ..Default::default()
+            })
+            .collect(),
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        ..Default::default()
+    };
+    render(|w| playlist.write_to(w))
+}
+
+/// The master playlist, variants listed from the highest bandwidth down.
+pub fn master_playlist(variants: &[Variant]) -> String {
+    let mut variants = variants.to_vec();
+    variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
+    let playlist = MasterPlaylist {
+        version: Some(3),
+        independent_segments: true,
+        variants: variants
+            .iter()
+            .map(|v| VariantStream {
+                uri: v.uri.clone(),
+                bandwidth: v.bandwidth,
+                average_bandwidth: Some(v.average_bandwidth),
+                codecs: Some(v.codecs.clone()),
+                resolution: Some(Resolution {
+                    width: u64::from(v.width),
+                    height: u64::from(v.height),
+                }),
+                frame_rate: Some((v.frame_rate * 1000.0).round() / 1000.0),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    render(|w| playlist.write_to(w))
+}
+
+fn render(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments() -> Vec<Segment> {
+        vec![
+            Segment {
+                uri: "seg_00000.ts".into(),
+                duration_s: 4.0,
+                bytes: 1_500_000,
+            },
+            Segment {
+                uri: "seg_00001.ts".into(),
+                duration_s: 4.0,
+                bytes: 2_500_000,
+            },
+            Segment {
+                uri: "seg_00002.ts".into(),
+                duration_s: 1.2,
+                bytes: 100_000,
+            },
+        ]
+    }
+
+    #[test]
+    fn media_playlists_parse_back() {
+        let text = media_playlist(&segments());
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.target_duration, 4);
+        assert!(parsed.end_list);
+        assert_eq!(parsed.segments.len(), 3);
+        assert_eq!(parsed.segments[1].uri, "seg_00001.ts");
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+    }
+
+    #[test]
+    fn bandwidth_is_the_peak_segment_rate() {
+        let (peak, avg) = bandwidth(&segments());
+        assert_eq!(peak, 5_000_000);
+        assert_eq!(avg, (4_100_000.0f64 * 8.0 / 9.2).ceil() as u64);
+    }
+
+    #[test]
+    fn master_lists_variants_with_attributes() {
+        let text = master_playlist(&[
+            Variant {
+                uri: "360p/index.m3u8".into(),
+                bandwidth: 800_000,
+                average_bandwidth: 700_000,
+                codecs: "avc1.4d401e,mp4a.40.2".into(),
+                width: 640,
+                height: 360,
+                frame_rate: 30.0,
+            },
+            Variant {
+                uri: "720p/index.m3u8".into(),
+                bandwidth: 3_300_000,
+                average_bandwidth: 3_000_000,
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                width: 1280,
+                height: 720,
+                frame_rate: 30.0,
+            },
+        ]);
+        let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.variants[0].uri, "720p/index.m3u8");
+        assert_eq!(parsed.variants[0].bandwidth, 3_300_000);
+        assert!(text.contains("RESOLUTION=1280x720"));
+        assert!(text.contains("CODECS=\"avc1.64001f,mp4a.40.2\""));
+    }
+}
