@@ -5,7 +5,8 @@
 //! | [`config`]  | layered settings (defaults, TOML, `MEDIA_NODE_*`)           |
 //! | [`api`]     | the HTTP API, errors as problem JSON, auth, `/media`        |
 //! | [`jobs`]    | job specs, the durable queue, workers, webhooks             |
-//! | [`media`]   | GStreamer: init, demuxer allow-list, probing                |
+//! | [`media`]   | GStreamer: init, allow-list, probe, transcode, HLS          |
+//! | [`presets`] | declarative presets from `pipelines/`                      |
 //! | [`store`]   | object storage: filesystem and S3                           |
 //! | [`metrics`] | Prometheus metrics                                          |
 //! | [`node`]    | wiring it all together: `serve`, `check`                    |
@@ -16,5 +17,7 @@ pub mod jobs;
 pub mod media;
 pub mod metrics;
 pub mod node;
+pub mod presets;
+pub mod process;
 pub mod store;
 pub mod telemetry;

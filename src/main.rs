@@ -41,6 +41,17 @@ enum Command {
     Config,
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Run one job on a local file without a server; print its result as JSON.
+    Process {
+        /// The input media file.
+        input: PathBuf,
+        /// The job as JSON (its `input` is replaced by INPUT).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Folder the outputs are written below (under their usual keys).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +80,10 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if matches!(cli.command, Command::Process { .. }) && config.log.filter == "info" {
+        // A one-shot run shows its progress bar; only problems are logged.
+        config.log.filter = "warn".into();
+    }
     telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,6 +100,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Check => check(config).await,
+            Command::Process { input, spec, out } => process(config, input, spec, out).await,
             Command::Config | Command::Openapi => unreachable!("handled above"),
         }
     })
@@ -102,6 +118,28 @@ async fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("media-node: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn process(config: Config, input: PathBuf, spec: PathBuf, out: PathBuf) -> ExitCode {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    match media_node::process::run(&config, &input, &spec, &out, cancel).await {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("media-node: {}: {}", err.code, err.message);
             ExitCode::FAILURE
         }
     }

@@ -25,6 +25,7 @@ use crate::jobs::webhook;
 use crate::jobs::worker::{WorkerDeps, WorkerPool};
 use crate::media;
 use crate::metrics::Metrics;
+use crate::presets::Presets;
 use crate::store::{self, DynStore};
 
 const API_TOKEN_FILE: &str = "api_token";
@@ -80,6 +81,15 @@ fn node_id() -> String {
     format!("{host}-{}-{nonce:04x}", std::process::id())
 }
 
+/// Every GStreamer element the node and its presets need.
+pub fn required_elements(presets: &Presets) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = media::REQUIRED_ELEMENTS.to_vec();
+    all.extend(presets.required_elements());
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// The stores a node works against.
 pub struct Backends {
     pub queue: DynQueue,
@@ -106,7 +116,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     media::init().context("initialising GStreamer")?;
-    let missing = media::missing_elements(media::REQUIRED_ELEMENTS);
+    let presets =
+        Arc::new(Presets::load(config.pipelines_dir.as_deref()).context("loading presets")?);
+    let missing = media::missing_elements(&required_elements(&presets));
     if !missing.is_empty() {
         warn!(missing = ?missing, "GStreamer elements are missing; /readyz will fail");
     }
@@ -157,6 +169,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         wake: wake_workers.clone(),
         node_id: node_id(),
+        presets: presets.clone(),
     });
     let background_stop = CancellationToken::new();
     let deliverer =
@@ -173,6 +186,7 @@ pub async fn serve(
         tokens: Arc::new(tokens.iter().map(|t| auth::digest(t)).collect()),
         draining: draining.clone(),
         missing_elements: Arc::new(missing),
+        presets,
     };
     let addr = listener.local_addr()?;
     let http_stop = CancellationToken::new();
@@ -280,9 +294,34 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             detail: e.to_string(),
         }),
     }
+    let presets = match Presets::load(config.pipelines_dir.as_deref()) {
+        Ok(p) => {
+            lines.push(CheckLine {
+                name: "presets".into(),
+                ok: true,
+                detail: format!(
+                    "ladders: {}",
+                    p.ladder_names().collect::<Vec<_>>().join(", ")
+                ),
+            });
+            Some(p)
+        }
+        Err(e) => {
+            lines.push(CheckLine {
+                name: "presets".into(),
+                ok: false,
+                detail: e.to_string(),
+            });
+            None
+        }
+    };
     match media::init() {
         Ok(()) => {
-            let missing = media::missing_elements(media::REQUIRED_ELEMENTS);
+            let required = match &presets {
+                Some(p) => required_elements(p),
+                None => media::REQUIRED_ELEMENTS.to_vec(),
+            };
+            let missing = media::missing_elements(&required);
             lines.push(CheckLine {
                 name: "gstreamer".into(),
                 ok: missing.is_empty(),
@@ -290,7 +329,7 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
                     format!(
                         "{} ({} required elements present)",
                         gstreamer::version_string(),
-                        media::REQUIRED_ELEMENTS.len()
+                        required.len()
                     )
                 } else {
                     format!("missing elements: {}", missing.join(", "))

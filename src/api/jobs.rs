@@ -62,6 +62,7 @@ pub async fn create(
     let spec = body.value;
     spec.validate(&ValidationContext {
         allow_private_callbacks: state.config.webhooks.allow_private,
+        presets: &state.presets,
     })
     .map_err(ApiError::validation)?;
 

@@ -48,6 +48,7 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// GStreamer elements the node needs but cannot find.
     pub missing_elements: Arc<Vec<String>>,
+    pub presets: Arc<crate::presets::Presets>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -10,8 +10,9 @@ use super::health::{Check, Health, Readiness};
 use super::jobs::JobList;
 use super::objects::ObjectView;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
-use crate::jobs::spec::{FieldError, InputSpec, JobSpec};
+use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
 use crate::media::probe::{Probe, StreamProbe};
+use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, Skipped};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,7 +34,8 @@ use crate::media::probe::{Probe, StreamProbe};
     ),
     components(schemas(
         JobSpec, InputSpec, JobView, JobStatus, JobErrorInfo, JobList, FieldError, Problem,
-        ObjectView, Probe, StreamProbe, Health, Readiness, Check
+        ObjectView, Probe, StreamProbe, Health, Readiness, Check, RenditionsSpec, Format,
+        Output, Mp4Output, HlsOutput, HlsVariant, Skipped
     )),
     modifiers(&BearerAuth),
     tags(

@@ -86,6 +86,9 @@ pub struct Config {
     pub api_token: Secrets,
     /// Object store backend.
     pub store: StoreKind,
+    /// A folder laid out like the repository's `pipelines/` whose presets add to or
+    /// replace the built-in ones. Unset: built-in presets only.
+    pub pipelines_dir: Option<PathBuf>,
     pub s3: S3Config,
     pub db: DbConfig,
     pub jobs: JobsConfig,
@@ -102,6 +105,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             api_token: Secrets::default(),
             store: StoreKind::Fs,
+            pipelines_dir: None,
             s3: S3Config::default(),
             db: DbConfig::default(),
             jobs: JobsConfig::default(),
@@ -275,6 +279,12 @@ pub struct LimitsConfig {
     pub max_input_bytes: u64,
     /// Deadline for probing one input.
     pub probe_timeout_ms: u64,
+    /// Longest input a transcode accepts.
+    pub max_duration_s: f64,
+    /// Largest picture (width × height) a transcode accepts.
+    pub max_pixels: u64,
+    /// Highest input frame rate a transcode accepts.
+    pub max_fps: f64,
 }
 
 impl Default for LimitsConfig {
@@ -284,6 +294,12 @@ impl Default for LimitsConfig {
             max_json_bytes: 256 * 1024,
             max_input_bytes: 2 * 1024 * 1024 * 1024,
             probe_timeout_ms: 20_000,
+            // Product videos and replays are short; an hour bounds the work one
+            // upload can cause.
+            max_duration_s: 3600.0,
+            // 8K UHD.
+            max_pixels: 7680 * 4320,
+            max_fps: 240.0,
         }
     }
 }
@@ -469,6 +485,15 @@ impl Config {
             return Err(invalid(
                 "jobs.poll_ms / jobs.timeout_ms",
                 "MEDIA_NODE_JOBS_POLL_MS / MEDIA_NODE_JOBS_TIMEOUT_MS",
+                "must be above 0",
+            ));
+        }
+        if !(self.limits.max_duration_s > 0.0 && self.limits.max_fps > 0.0)
+            || self.limits.max_pixels == 0
+        {
+            return Err(invalid(
+                "limits.max_duration_s / max_pixels / max_fps",
+                "MEDIA_NODE_LIMITS_MAX_DURATION_S / _MAX_PIXELS / _MAX_FPS",
                 "must be above 0",
             ));
         }

@@ -8,14 +8,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 use uuid::Uuid;
 
-use super::spec::JobSpec;
+use super::spec::{JobSpec, RenditionsSpec};
 use crate::config::LimitsConfig;
+use crate::media::probe::Probe;
+use crate::media::transcode::{self, FileKind, ProducedFile};
 use crate::media::{self, MediaError};
-use crate::store::{DynStore, ObjectKey, StoreError};
+use crate::presets::Presets;
+use crate::store::{DynStore, ObjectKey, PutOptions, StoreError, Visibility, content_type_for};
+
+/// Uploads of one job's outputs in flight at once.
+const UPLOAD_CONCURRENCY: usize = 8;
+/// Published media never changes under its key (a re-run writes the same bytes).
+const MEDIA_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// VOD playlists may be rewritten by a re-run; keep them short-lived in caches.
+const PLAYLIST_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// Receives progress in percent (0-100) from a running job.
 #[derive(Clone)]
@@ -38,7 +50,11 @@ impl ProgressSink {
 pub struct JobContext {
     pub job_id: Uuid,
     pub store: DynStore,
+    pub presets: std::sync::Arc<Presets>,
     pub limits: LimitsConfig,
+    /// Read the input from this local file instead of the store (`media-node
+    /// process`).
+    pub input_override: Option<PathBuf>,
     /// A directory of this run's own, removed when the run ends.
     pub work_dir: PathBuf,
     pub progress: ProgressSink,
@@ -82,7 +98,11 @@ impl RunError {
 
 impl From<MediaError> for RunError {
     fn from(err: MediaError) -> Self {
-        RunError::permanent(err.code(), err.to_string())
+        if err.is_transient() {
+            RunError::transient(err.code(), err.to_string())
+        } else {
+            RunError::permanent(err.code(), err.to_string())
+        }
     }
 }
 
@@ -108,24 +128,219 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     }
 
     let input = fetch_input(&spec.input.key, ctx).await?;
-    ctx.progress.report(10);
+    ctx.progress.report(2);
     check_canceled(ctx)?;
 
     let mut result = Map::new();
-    if spec.probe {
+    let probe = if spec.probe || spec.renditions.is_some() {
         let timeout = Duration::from_millis(ctx.limits.probe_timeout_ms);
         let probe = tokio::select! {
             probe = media::probe::probe_file(&input, timeout) => probe?,
             _ = ctx.cancel.cancelled() => return Err(RunError::Canceled),
         };
-        result.insert(
-            "probe".into(),
-            serde_json::to_value(probe)
-                .map_err(|e| RunError::permanent("internal", e.to_string()))?,
-        );
+        result.insert("probe".into(), to_json(&probe)?);
+        Some(probe)
+    } else {
+        None
+    };
+    ctx.progress.report(5);
+
+    if let (Some(renditions), Some(probe)) = (&spec.renditions, &probe) {
+        let prefix = spec
+            .output_prefix
+            .as_ref()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let (outputs, skipped) = run_transcode(&input, probe, renditions, &prefix, ctx).await?;
+        result.insert("outputs".into(), Value::Array(outputs));
+        result.insert("skipped".into(), to_json(&skipped)?);
     }
     ctx.progress.report(100);
     Ok(Value::Object(result))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Value, RunError> {
+    serde_json::to_value(value).map_err(|e| RunError::permanent("internal", e.to_string()))
+}
+
+/// Refuses inputs over the configured limits before any decoding.
+fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
+    if probe.duration_s > limits.max_duration_s {
+        return Err(RunError::permanent(
+            "input_too_long",
+            format!(
+                "the input lasts {:.1} s; the limit is {:.0} s",
+                probe.duration_s, limits.max_duration_s
+            ),
+        ));
+    }
+    if let (Some(w), Some(h)) = (probe.width, probe.height) {
+        let pixels = u64::from(w) * u64::from(h);
+        if pixels > limits.max_pixels {
+            return Err(RunError::permanent(
+                "resolution_too_large",
+                format!(
+                    "the input is {w}x{h} ({pixels} pixels); the limit is {} pixels",
+                    limits.max_pixels
+                ),
+            ));
+        }
+    }
+    if let Some(fps) = probe.fps
+        && fps > limits.max_fps
+    {
+        return Err(RunError::permanent(
+            "frame_rate_too_high",
+            format!(
+                "the input runs at {fps} fps; the limit is {} fps",
+                limits.max_fps
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Transcodes, publishes the outputs and returns the result entries.
+async fn run_transcode(
+    input: &std::path::Path,
+    probe: &Probe,
+    spec: &RenditionsSpec,
+    prefix: &str,
+    ctx: &JobContext,
+) -> Result<(Vec<Value>, Vec<transcode::Skipped>), RunError> {
+    check_limits(probe, &ctx.limits)?;
+    let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
+        RunError::permanent(
+            "spec_invalid",
+            format!("ladder `{}` is no longer configured", spec.ladder),
+        )
+    })?;
+    let plan = transcode::plan::plan(probe, ladder, spec.rungs.as_deref(), &spec.formats)
+        .map_err(|e| RunError::permanent("no_video", e.to_string()))?;
+    info!(
+        rungs = ?plan.video.rungs.iter().map(|r| format!("{}={}x{}", r.name, r.width, r.height)).collect::<Vec<_>>(),
+        skipped = plan.skipped.len(),
+        fps = format!("{}/{}", plan.video.fps_n, plan.video.fps_d),
+        "transcode planned"
+    );
+    // The pipeline's position maps to 5-90 %; publishing takes the rest.
+    let sink = ctx.progress.clone();
+    let progress = move |done: f64| sink.report(5 + (done * 85.0) as u8);
+    let produced = transcode::transcode(
+        input,
+        probe,
+        &plan,
+        &ctx.work_dir,
+        prefix,
+        Duration::from_millis(ctx.limits.probe_timeout_ms),
+        &ctx.cancel,
+        &progress,
+    )
+    .await?
+    .ok_or(RunError::Canceled)?;
+    ctx.progress.report(90);
+    publish(&produced.files, prefix, ctx).await?;
+    let outputs = produced
+        .outputs
+        .iter()
+        .map(to_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((outputs, produced.skipped))
+}
+
+/// Uploads files in order (media, then media playlists, then the master), media in
+/// parallel. On failure or cancel, what was uploaded is removed again, so no
+/// partial output stays visible.
+async fn publish(files: &[ProducedFile], prefix: &str, ctx: &JobContext) -> Result<(), RunError> {
+    let keyed: Vec<(ObjectKey, &ProducedFile)> = files
+        .iter()
+        .map(|f| {
+            let key = if prefix.is_empty() {
+                ObjectKey::parse(f.rel_key.clone())
+            } else {
+                ObjectKey::parse(format!("{prefix}/{}", f.rel_key))
+            };
+            key.map(|k| (k, f))
+                .map_err(|e| RunError::permanent("invalid_key", e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let state = PublishState {
+        total: keyed.len().max(1),
+        done: std::sync::atomic::AtomicUsize::new(0),
+        uploaded: std::sync::Mutex::new(Vec::new()),
+    };
+    let (media, playlists): (Vec<_>, Vec<_>) =
+        keyed.iter().partition(|(_, f)| f.kind == FileKind::Media);
+    // Collected first: a stream holding the closure would not be `Send`.
+    let uploads: Vec<_> = media
+        .into_iter()
+        .map(|(key, file)| upload_one(ctx, &state, key.clone(), file))
+        .collect();
+    let mut outcome = futures_util::stream::iter(uploads)
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ());
+    if outcome.is_ok() {
+        // Playlists one by one, in order: the master comes last.
+        for (key, file) in playlists {
+            if let Err(e) = upload_one(ctx, &state, key.clone(), file).await {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if let Err(err) = outcome {
+        let written =
+            std::mem::take(&mut *state.uploaded.lock().unwrap_or_else(|p| p.into_inner()));
+        for key in written.iter().rev() {
+            if let Err(e) = ctx.store.delete(key).await {
+                tracing::warn!(key = %key, error = %e, "cannot remove a partial output");
+            }
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+struct PublishState {
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+    uploaded: std::sync::Mutex<Vec<ObjectKey>>,
+}
+
+async fn upload_one(
+    ctx: &JobContext,
+    state: &PublishState,
+    key: ObjectKey,
+    file: &ProducedFile,
+) -> Result<(), RunError> {
+    if ctx.cancel.is_cancelled() {
+        return Err(RunError::Canceled);
+    }
+    let opts = PutOptions {
+        content_type: Some(content_type_for(key.as_str()).to_string()),
+        cache_control: Some(
+            match file.kind {
+                FileKind::Media => MEDIA_CACHE_CONTROL,
+                FileKind::Playlist => PLAYLIST_CACHE_CONTROL,
+            }
+            .to_string(),
+        ),
+        visibility: Visibility::Public,
+    };
+    ctx.store.put_file(&key, &file.path, &opts).await?;
+    state
+        .uploaded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(key);
+    let n = state
+        .done
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    ctx.progress.report(90 + (n * 9 / state.total) as u8);
+    Ok(())
 }
 
 fn check_canceled(ctx: &JobContext) -> Result<(), RunError> {
@@ -140,6 +355,19 @@ fn check_canceled(ctx: &JobContext) -> Result<(), RunError> {
 /// disk, otherwise a copy in the work dir.
 async fn fetch_input(key: &ObjectKey, ctx: &JobContext) -> Result<PathBuf, RunError> {
     let max = ctx.limits.max_input_bytes;
+    if let Some(path) = &ctx.input_override {
+        return match tokio::fs::metadata(path).await {
+            Ok(md) if md.len() > max => Err(RunError::permanent(
+                "input_too_large",
+                format!("input is larger than the limit of {max} bytes"),
+            )),
+            Ok(md) if md.is_file() => Ok(path.clone()),
+            _ => Err(RunError::permanent(
+                "input_not_found",
+                format!("no file at {}", path.display()),
+            )),
+        };
+    }
     let too_large = || {
         RunError::permanent(
             "input_too_large",

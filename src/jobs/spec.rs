@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::media::transcode::Format;
+use crate::presets::Presets;
 use crate::store::ObjectKey;
 
 /// Longest accepted `callback_url`.
@@ -22,6 +24,9 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "shop-1/products/42")]
     pub output_prefix: Option<ObjectKey>,
+    /// Transcode to H.264/AAC MP4 renditions and/or an HLS ladder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renditions: Option<RenditionsSpec>,
     /// Where to POST the job view when the job ends (Standard Webhooks signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
@@ -38,6 +43,30 @@ pub struct InputSpec {
     /// Store key of the uploaded input.
     #[schema(value_type = String, example = "uploads/clip.mp4")]
     pub key: ObjectKey,
+}
+
+/// `renditions`: which ladder, which of its rungs, which formats.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionsSpec {
+    /// Name of a ladder in `pipelines/ladders/` (default `default`).
+    #[serde(default = "default_ladder")]
+    pub ladder: String,
+    /// Only these rungs of the ladder (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["720p", "360p"]))]
+    pub rungs: Option<Vec<String>>,
+    /// `mp4` and/or `hls` (default both).
+    #[serde(default = "default_formats")]
+    pub formats: Vec<Format>,
+}
+
+fn default_ladder() -> String {
+    "default".into()
+}
+
+fn default_formats() -> Vec<Format> {
+    vec![Format::Mp4, Format::Hls]
 }
 
 #[cfg(feature = "test-support")]
@@ -73,9 +102,10 @@ impl FieldError {
 }
 
 /// What validation needs to know about this node.
-#[derive(Debug, Clone, Default)]
-pub struct ValidationContext {
+#[derive(Debug, Clone)]
+pub struct ValidationContext<'a> {
     pub allow_private_callbacks: bool,
+    pub presets: &'a Presets,
 }
 
 impl JobSpec {
@@ -86,8 +116,17 @@ impl JobSpec {
         if !self.has_work() {
             errors.push(FieldError::new(
                 "",
-                "the job asks for no work: set `probe: true` (transcodes and thumbnails come in later versions)",
+                "the job asks for no work: set `probe: true` or `renditions`",
             ));
+        }
+        if let Some(r) = &self.renditions {
+            if self.output_prefix.is_none() {
+                errors.push(FieldError::new(
+                    "output_prefix",
+                    "required when the job writes outputs (`renditions`)",
+                ));
+            }
+            validate_renditions(r, ctx, &mut errors);
         }
         if let Some(url) = &self.callback_url {
             if url.len() > MAX_CALLBACK_URL_BYTES {
@@ -113,7 +152,58 @@ impl JobSpec {
         if self.test.is_some() {
             return true;
         }
-        self.probe
+        self.probe || self.renditions.is_some()
+    }
+}
+
+fn validate_renditions(r: &RenditionsSpec, ctx: &ValidationContext, errors: &mut Vec<FieldError>) {
+    let Some(ladder) = ctx.presets.ladder(&r.ladder) else {
+        let known: Vec<&str> = ctx.presets.ladder_names().collect();
+        errors.push(FieldError::new(
+            "renditions.ladder",
+            format!("no ladder `{}` (known: {})", r.ladder, known.join(", ")),
+        ));
+        return;
+    };
+    if r.formats.is_empty() {
+        errors.push(FieldError::new(
+            "renditions.formats",
+            "give at least one of `mp4`, `hls`",
+        ));
+    }
+    for (i, f) in r.formats.iter().enumerate() {
+        if r.formats[..i].contains(f) {
+            errors.push(FieldError::new(
+                format!("renditions.formats[{i}]"),
+                "listed twice",
+            ));
+        }
+    }
+    if let Some(rungs) = &r.rungs {
+        if rungs.is_empty() {
+            errors.push(FieldError::new(
+                "renditions.rungs",
+                "leave out `rungs` for the whole ladder, or name at least one",
+            ));
+        }
+        for (i, name) in rungs.iter().enumerate() {
+            if !ladder.rungs.iter().any(|rung| &rung.name == name) {
+                let known: Vec<&str> = ladder.rungs.iter().map(|r| r.name.as_str()).collect();
+                errors.push(FieldError::new(
+                    format!("renditions.rungs[{i}]"),
+                    format!(
+                        "ladder `{}` has no rung `{name}` (it has {})",
+                        ladder.name,
+                        known.join(", ")
+                    ),
+                ));
+            } else if rungs[..i].contains(name) {
+                errors.push(FieldError::new(
+                    format!("renditions.rungs[{i}]"),
+                    "listed twice",
+                ));
+            }
+        }
     }
 }
 
@@ -126,10 +216,60 @@ mod tests {
         serde_json::from_value(v)
     }
 
+    fn presets() -> Presets {
+        Presets::builtin().unwrap()
+    }
+
+    fn ctx(presets: &Presets) -> ValidationContext<'_> {
+        ValidationContext {
+            allow_private_callbacks: false,
+            presets,
+        }
+    }
+
+    #[test]
+    fn renditions_are_checked_against_the_ladder() {
+        let p = presets();
+        let spec = parse(json!({
+            "input": {"key": "a.mp4"}, "output_prefix": "out/1",
+            "renditions": {"ladder": "default", "formats": ["mp4", "hls"], "rungs": ["720p"]}
+        }))
+        .unwrap();
+        spec.validate(&ctx(&p)).unwrap();
+
+        let spec = parse(json!({
+            "input": {"key": "a.mp4"},
+            "renditions": {"ladder": "default", "rungs": ["720p", "999p", "720p"], "formats": []}
+        }))
+        .unwrap();
+        let errors = spec.validate(&ctx(&p)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "output_prefix",
+                "renditions.formats",
+                "renditions.rungs[1]",
+                "renditions.rungs[2]"
+            ]
+        );
+
+        let spec = parse(json!({
+            "input": {"key": "a.mp4"}, "output_prefix": "o",
+            "renditions": {"ladder": "nope"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.validate(&ctx(&p)).unwrap_err()[0].field,
+            "renditions.ladder"
+        );
+        assert!(parse(json!({"input": {"key": "a"}, "output_prefix": "o", "renditions": {"formats": ["webm"]}})).is_err());
+    }
+
     #[test]
     fn probe_job_parses_and_validates() {
         let spec = parse(json!({"input": {"key": "uploads/a.mp4"}, "probe": true})).unwrap();
-        spec.validate(&ValidationContext::default()).unwrap();
+        spec.validate(&ctx(&presets())).unwrap();
         assert_eq!(spec.input.key.as_str(), "uploads/a.mp4");
     }
 
@@ -143,7 +283,7 @@ mod tests {
     #[test]
     fn a_job_must_ask_for_work() {
         let spec = parse(json!({"input": {"key": "a"}})).unwrap();
-        let errors = spec.validate(&ValidationContext::default()).unwrap_err();
+        let errors = spec.validate(&ctx(&presets())).unwrap_err();
         assert_eq!(errors.len(), 1);
     }
 
@@ -154,10 +294,12 @@ mod tests {
             "callback_url": "http://127.0.0.1:9/hook"
         }))
         .unwrap();
-        let errors = spec.validate(&ValidationContext::default()).unwrap_err();
+        let p = presets();
+        let errors = spec.validate(&ctx(&p)).unwrap_err();
         assert_eq!(errors[0].field, "callback_url");
         spec.validate(&ValidationContext {
             allow_private_callbacks: true,
+            presets: &p,
         })
         .unwrap();
     }

@@ -39,6 +39,7 @@ pub struct WorkerDeps {
     pub wake: Arc<Notify>,
     /// Identifies this node in leases.
     pub node_id: String,
+    pub presets: Arc<crate::presets::Presets>,
 }
 
 pub struct WorkerPool {
@@ -217,7 +218,9 @@ impl Worker {
         let ctx = JobContext {
             job_id: job.id,
             store: deps.store.clone(),
+            presets: deps.presets.clone(),
             limits: deps.config.limits.clone(),
+            input_override: None,
             work_dir: work_dir.clone(),
             progress: progress_sink,
             cancel: cancel.clone(),

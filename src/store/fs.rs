@@ -39,10 +39,26 @@ struct Meta {
 
 impl FsStore {
     pub async fn open(data_dir: &Path) -> Result<FsStore, StoreError> {
+        Self::with_layout(
+            &data_dir.join("objects"),
+            &data_dir.join("objects.meta"),
+            &data_dir.join("tmp").join("store"),
+        )
+        .await
+    }
+
+    /// A store with objects in `objects`, metadata in `meta` and temp files in
+    /// `tmp` (which must be on the same filesystem as `objects`). Used by
+    /// `media-node process` to write outputs straight into a folder.
+    pub async fn with_layout(
+        objects: &Path,
+        meta: &Path,
+        tmp: &Path,
+    ) -> Result<FsStore, StoreError> {
         let store = FsStore {
-            objects: data_dir.join("objects"),
-            meta: data_dir.join("objects.meta"),
-            tmp: data_dir.join("tmp").join("store"),
+            objects: objects.to_path_buf(),
+            meta: meta.to_path_buf(),
+            tmp: tmp.to_path_buf(),
         };
         for dir in [&store.objects, &store.meta, &store.tmp] {
             tokio::fs::create_dir_all(dir).await?;
