@@ -176,23 +176,13 @@ async fn bad_requests_get_problem_json_with_stable_codes() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"][0]["field"], "callback_url");
 
-    let (status, body) = problem(
-        c.get(node.url("/v1/jobs?status=done"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = problem(node.get("/v1/jobs?status=done").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "invalid_query");
 
     let (status, body) = problem(
-        c.get(node.url("/v1/jobs/01a22572-ac5e-72f5-bb6e-5b51411911d7"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap(),
+        node.get("/v1/jobs/01a22572-ac5e-72f5-bb6e-5b51411911d7")
+            .await,
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -372,16 +362,7 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     for id in &ids {
         node.wait_done(id, JOB_LIMIT).await;
     }
-    let page: Value = node
-        .client
-        .get(node.url("/v1/jobs?limit=2"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = node.get_json("/v1/jobs?limit=2").await;
     let got: Vec<&str> = page["jobs"]
         .as_array()
         .unwrap()
@@ -391,27 +372,11 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     assert_eq!(got, [ids[4].as_str(), ids[3].as_str()]);
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest: Value = node
-        .client
-        .get(node.url(&format!("/v1/jobs?limit=10&status=failed&cursor={cursor}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/jobs?limit=10&status=failed&cursor={cursor}"))
+        .await;
     assert_eq!(rest["jobs"].as_array().unwrap().len(), 3);
     assert!(rest.get("next_cursor").is_none());
-    let none: Value = node
-        .client
-        .get(node.url("/v1/jobs?status=running"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Value = node.get_json("/v1/jobs?status=running").await;
     assert_eq!(none["jobs"].as_array().unwrap().len(), 0);
 }
 
@@ -444,16 +409,7 @@ async fn concurrent_retries_with_one_idempotency_key_create_one_job() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let all: Value = node
-        .client
-        .get(node.url("/v1/jobs?limit=100"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = node.get_json("/v1/jobs?limit=100").await;
     assert_eq!(all["jobs"].as_array().unwrap().len(), 1);
 
     // Same key, same body in another key order: the same job.
@@ -558,13 +514,7 @@ async fn canceling_a_finished_job_is_refused() {
         .await;
     let done = node.wait_done(&id, JOB_LIMIT).await;
     assert_eq!(done["status"], "failed");
-    let res = node
-        .client
-        .post(node.url(&format!("/v1/jobs/{id}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = node.cancel(&id).await;
     let (status, body) = problem(res).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["code"], "job_finished");

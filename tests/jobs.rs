@@ -75,13 +75,7 @@ async fn graceful_shutdown_hands_running_jobs_back() {
     let restarted = Node::builder().data_dir(&data_dir).start().await;
     let job = restarted.job(&long).await;
     assert_ne!(job["status"], "failed", "{job}");
-    let res = restarted
-        .client
-        .post(restarted.url(&format!("/v1/jobs/{long}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = restarted.cancel(&long).await;
     assert!(res.status().is_success());
     let job = restarted.wait_done(&long, LIMIT).await;
     assert_eq!(job["status"], "canceled");
@@ -160,24 +154,12 @@ async fn cancel_stops_running_and_queued_jobs() {
     node.wait_status(&running, "running", LIMIT).await;
     let queued = node.submit(&slow_probe(60_000)).await;
 
-    let res = node
-        .client
-        .post(node.url(&format!("/v1/jobs/{queued}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = node.cancel(&queued).await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "canceled");
 
-    let res = node
-        .client
-        .post(node.url(&format!("/v1/jobs/{running}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = node.cancel(&running).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let job = node
         .wait_status(&running, "canceled", Duration::from_secs(10))
@@ -185,13 +167,7 @@ async fn cancel_stops_running_and_queued_jobs() {
     assert_eq!(job["attempts"], 1);
     assert!(job.get("error").is_none(), "{job}");
     // Canceling again is a no-op.
-    let res = node
-        .client
-        .post(node.url(&format!("/v1/jobs/{running}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = node.cancel(&running).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 

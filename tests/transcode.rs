@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Node, TOKEN, fixture};
+use common::{Node, fixture};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -647,13 +647,7 @@ async fn cancel_stops_the_pipeline_and_publishes_nothing() {
         (job["status"] == "running" && job["progress"].as_u64().unwrap() > 6).then_some(())
     })
     .await;
-    let res = node
-        .client
-        .post(node.url(&format!("/v1/jobs/{id}/cancel")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = node.cancel(&id).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let started = std::time::Instant::now();
     let job = node

@@ -539,13 +539,6 @@ impl Config {
         }
     }
 
-    pub fn public_base_url(&self) -> String {
-        match &self.public_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.listen),
-        }
-    }
-
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         toml_string(self)

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectInfo, ObjectKey, PutOptions, Store, StoreError, Visibility};
+use super::{
+    ByteStream, ObjectInfo, ObjectKey, PutOptions, Store, StoreError, Visibility, write_limited,
+};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -191,27 +192,12 @@ impl Store for FsStore {
     async fn put_stream(
         &self,
         key: &ObjectKey,
-        mut body: ByteStream,
+        body: ByteStream,
         max_bytes: u64,
         opts: &PutOptions,
     ) -> Result<u64, StoreError> {
         let (file, temp) = self.temp_file().await?;
-        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            written += chunk.len() as u64;
-            if written > max_bytes {
-                return Err(StoreError::TooLarge {
-                    key: key.to_string(),
-                    limit: max_bytes,
-                });
-            }
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        file.get_ref().sync_data().await?;
-        drop(file);
+        let written = write_limited(key, body, file, max_bytes, true).await?;
         self.commit(key, temp, opts).await?;
         Ok(written)
     }

@@ -149,6 +149,37 @@ pub trait Store: Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// Writes `body` to `file`, refusing it as soon as it passes `max_bytes`; `sync`
+/// makes the data durable before returning. Returns the bytes written.
+pub(crate) async fn write_limited(
+    key: &ObjectKey,
+    mut body: ByteStream,
+    file: tokio::fs::File,
+    max_bytes: u64,
+    sync: bool,
+) -> Result<u64, StoreError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.to_string(),
+                limit: max_bytes,
+            });
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    if sync {
+        file.get_ref().sync_data().await?;
+    }
+    Ok(written)
+}
+
 /// Opens the store the configuration selects.
 pub async fn open(config: &Config) -> Result<DynStore, StoreError> {
     Ok(match config.store {

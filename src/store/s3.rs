@@ -25,7 +25,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectInfo, ObjectKey, PutOptions, Store, StoreError, Visibility};
+use super::{
+    ByteStream, ObjectInfo, ObjectKey, PutOptions, Store, StoreError, Visibility, write_limited,
+};
 use crate::config::{ChecksumMode, S3Config, SseMode};
 
 const VISIBILITY_META: &str = "visibility";
@@ -109,6 +111,31 @@ impl S3Store {
             part_concurrency: config.part_concurrency,
             spool_dir,
         })
+    }
+
+    /// Starts reading an object, refusing it before its body is read when it is
+    /// larger than `max_bytes`.
+    async fn get_checked(
+        &self,
+        key: &ObjectKey,
+        max_bytes: u64,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.to_string(),
+                limit: max_bytes,
+            });
+        }
+        Ok(out)
     }
 
     fn full_key(&self, key: &ObjectKey) -> String {
@@ -330,7 +357,7 @@ impl Store for S3Store {
     async fn put_stream(
         &self,
         key: &ObjectKey,
-        mut body: ByteStream,
+        body: ByteStream,
         max_bytes: u64,
         opts: &PutOptions,
     ) -> Result<u64, StoreError> {
@@ -343,22 +370,9 @@ impl Store for S3Store {
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-        let mut file =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            written += chunk.len() as u64;
-            if written > max_bytes {
-                return Err(StoreError::TooLarge {
-                    key: key.to_string(),
-                    limit: max_bytes,
-                });
-            }
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        drop(file);
+        // A spool file, removed when `temp` drops: no need to make it durable.
+        let written =
+            write_limited(key, body, tokio::fs::File::from_std(file), max_bytes, false).await?;
         self.put_file(key, &temp, opts).await?;
         Ok(written)
     }
@@ -369,21 +383,7 @@ impl Store for S3Store {
         dest: &Path,
         max_bytes: u64,
     ) -> Result<u64, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.to_string(),
-                limit: max_bytes,
-            });
-        }
+        let out = self.get_checked(key, max_bytes).await?;
         let mut reader = out.body.into_async_read();
         let mut file = tokio::fs::File::create(dest).await?;
         let copied = tokio::io::copy(&mut reader, &mut file)
@@ -394,21 +394,7 @@ impl Store for S3Store {
     }
 
     async fn get_bytes(&self, key: &ObjectKey, max_bytes: u64) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.to_string(),
-                limit: max_bytes,
-            });
-        }
+        let out = self.get_checked(key, max_bytes).await?;
         let data = out
             .body
             .collect()

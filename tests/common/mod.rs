@@ -229,6 +229,31 @@ impl Node {
         job["id"].as_str().unwrap().to_string()
     }
 
+    /// An authenticated GET.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An authenticated GET answering JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         let res = self
             .client
