@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, TOKEN, WEBHOOK_SECRET};
+use common::{Node, WEBHOOK_SECRET};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
