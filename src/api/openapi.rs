@@ -13,6 +13,10 @@ use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
 use crate::media::probe::{Probe, StreamProbe};
 use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, Skipped};
+use crate::thumbnail::encode::StillFormat;
+use crate::thumbnail::resize::{Filter, Fit};
+use crate::thumbnail::spec::{BoxSpec, QualitySpec, StoryboardSpec, ThumbnailsSpec, TimeSpec};
+use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,7 +39,9 @@ use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, 
     components(schemas(
         JobSpec, InputSpec, JobView, JobStatus, JobErrorInfo, JobList, FieldError, Problem,
         ObjectView, Probe, StreamProbe, Health, Readiness, Check, RenditionsSpec, Format,
-        Output, Mp4Output, HlsOutput, HlsVariant, Skipped
+        Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
+        TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
+        SheetEntry, VttEntry
     )),
     modifiers(&BearerAuth),
     tags(

@@ -285,6 +285,10 @@ pub struct LimitsConfig {
     pub max_pixels: u64,
     /// Highest input frame rate a transcode accepts.
     pub max_fps: f64,
+    /// Largest photo (width × height, read from its header) a job decodes.
+    pub max_image_pixels: u64,
+    /// Largest photo file a job reads.
+    pub max_image_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -300,6 +304,9 @@ impl Default for LimitsConfig {
             // 8K UHD.
             max_pixels: 7680 * 4320,
             max_fps: 240.0,
+            // 100 MP: every phone camera, and no decompression bomb.
+            max_image_pixels: 100_000_000,
+            max_image_bytes: 64 * 1024 * 1024,
         }
     }
 }

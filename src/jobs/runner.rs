@@ -17,10 +17,12 @@ use uuid::Uuid;
 use super::spec::{JobSpec, RenditionsSpec};
 use crate::config::LimitsConfig;
 use crate::media::probe::Probe;
-use crate::media::transcode::{self, FileKind, ProducedFile};
+use crate::media::transcode;
 use crate::media::{self, MediaError};
+use crate::output::{FileKind, ProducedFile};
 use crate::presets::Presets;
 use crate::store::{DynStore, ObjectKey, PutOptions, StoreError, Visibility, content_type_for};
+use crate::thumbnail::{self, StillsError, still::StillLimits};
 
 /// Uploads of one job's outputs in flight at once.
 const UPLOAD_CONCURRENCY: usize = 8;
@@ -131,32 +133,153 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     ctx.progress.report(2);
     check_canceled(ctx)?;
 
+    let prefix = spec
+        .output_prefix
+        .as_ref()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let wants_stills = spec.thumbnails.is_some() || spec.storyboard.is_some();
+    let photo = {
+        let path = input.clone();
+        tokio::task::spawn_blocking(move || thumbnail::is_photo(&path))
+            .await
+            .unwrap_or(false)
+    };
     let mut result = Map::new();
-    let probe = if spec.probe || spec.renditions.is_some() {
+    let mut outputs: Vec<Value> = Vec::new();
+    let mut files: Vec<ProducedFile> = Vec::new();
+
+    let probe = if photo {
+        if spec.renditions.is_some() || spec.storyboard.is_some() {
+            return Err(RunError::permanent(
+                "not_a_video",
+                "the input is a photo: renditions and storyboards need a video",
+            ));
+        }
+        None
+    } else if spec.probe || spec.renditions.is_some() || wants_stills {
         let timeout = Duration::from_millis(ctx.limits.probe_timeout_ms);
         let probe = tokio::select! {
             probe = media::probe::probe_file(&input, timeout) => probe?,
             _ = ctx.cancel.cancelled() => return Err(RunError::Canceled),
         };
         result.insert("probe".into(), to_json(&probe)?);
+        if spec.renditions.is_some() || wants_stills {
+            check_limits(&probe, &ctx.limits)?;
+        }
+        if wants_stills && probe.width.is_none() {
+            return Err(RunError::permanent(
+                "no_video",
+                "the input has no video stream to take stills from",
+            ));
+        }
         Some(probe)
     } else {
         None
     };
     ctx.progress.report(5);
 
+    // Progress: the transcode up to 75 % (90 % alone), stills to 90 %, publishing
+    // the rest.
+    let transcode_end = if wants_stills { 75 } else { 90 };
     if let (Some(renditions), Some(probe)) = (&spec.renditions, &probe) {
-        let prefix = spec
-            .output_prefix
-            .as_ref()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        let (outputs, skipped) = run_transcode(&input, probe, renditions, &prefix, ctx).await?;
-        result.insert("outputs".into(), Value::Array(outputs));
+        let (made, skipped, produced) =
+            run_transcode(&input, probe, renditions, &prefix, transcode_end, ctx).await?;
+        outputs.extend(made);
+        files.extend(produced);
         result.insert("skipped".into(), to_json(&skipped)?);
+    }
+    if wants_stills {
+        let start = if spec.renditions.is_some() {
+            transcode_end
+        } else {
+            5
+        };
+        let stills = run_stills(&input, probe.as_ref(), spec, &prefix, start, ctx).await?;
+        for o in &stills.outputs {
+            outputs.push(to_json(o)?);
+        }
+        files.extend(stills.files);
+        if let Some(t) = stills.poster_time_s {
+            result.insert(
+                "poster_time_s".into(),
+                Value::from((t * 1000.0).round() / 1000.0),
+            );
+        }
+    }
+    if !files.is_empty() {
+        ctx.progress.report(90);
+        publish(&files, &prefix, ctx).await?;
+    }
+    if spec.renditions.is_some() || wants_stills {
+        result.insert("outputs".into(), Value::Array(outputs));
     }
     ctx.progress.report(100);
     Ok(Value::Object(result))
+}
+
+/// Makes the stills on the blocking pool, one stills job per core at a time.
+async fn run_stills(
+    input: &std::path::Path,
+    probe: Option<&Probe>,
+    spec: &JobSpec,
+    prefix: &str,
+    progress_start: u8,
+    ctx: &JobContext,
+) -> Result<thumbnail::Produced, RunError> {
+    let mut errors = Vec::new();
+    let thumbnails = match spec.thumbnails {
+        Some(_) => Some(
+            spec.resolve_thumbnails(&ctx.presets, &mut errors)
+                .ok_or_else(|| {
+                    RunError::permanent(
+                        "spec_invalid",
+                        errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let _permit = thumbnail::PERMITS
+        .acquire()
+        .await
+        .map_err(|e| RunError::transient("internal", e.to_string()))?;
+    let (input, probe, storyboard) = (input.to_path_buf(), probe.cloned(), spec.storyboard.clone());
+    let (work_dir, prefix, cancel) = (ctx.work_dir.clone(), prefix.to_string(), ctx.cancel.clone());
+    let limits = StillLimits {
+        max_pixels: ctx.limits.max_image_pixels,
+        max_bytes: ctx.limits.max_image_bytes,
+    };
+    let sink = ctx.progress.clone();
+    let span = (90 - progress_start) as f64;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let progress = move |done: f64| sink.report(progress_start + (done * span) as u8);
+        thumbnail::make(&thumbnail::Request {
+            input: &input,
+            probe: probe.as_ref(),
+            thumbnails: thumbnails.as_ref(),
+            storyboard: storyboard.as_ref(),
+            poster_windows: Vec::new(),
+            limits,
+            work_dir: &work_dir,
+            prefix: &prefix,
+            cancel: &cancel,
+            progress: &progress,
+        })
+    })
+    .await
+    .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?;
+    outcome.map_err(|e| match e {
+        StillsError::Still(e) => RunError::permanent(e.code(), e.to_string()),
+        StillsError::Media(e) => e.into(),
+        StillsError::StoryboardNeedsVideo => RunError::permanent("not_a_video", e.to_string()),
+        StillsError::Io(m) => RunError::transient("work_dir_error", m),
+        StillsError::Canceled => RunError::Canceled,
+    })
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<Value, RunError> {
@@ -200,15 +323,16 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Transcodes, publishes the outputs and returns the result entries.
+/// Transcodes; returns the result entries, the skipped rungs and the files to
+/// publish.
 async fn run_transcode(
     input: &std::path::Path,
     probe: &Probe,
     spec: &RenditionsSpec,
     prefix: &str,
+    progress_end: u8,
     ctx: &JobContext,
-) -> Result<(Vec<Value>, Vec<transcode::Skipped>), RunError> {
-    check_limits(probe, &ctx.limits)?;
+) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
     let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
         RunError::permanent(
             "spec_invalid",
@@ -223,9 +347,10 @@ async fn run_transcode(
         fps = format!("{}/{}", plan.video.fps_n, plan.video.fps_d),
         "transcode planned"
     );
-    // The pipeline's position maps to 5-90 %; publishing takes the rest.
+    // The pipeline's position maps to 5 % .. `progress_end`.
     let sink = ctx.progress.clone();
-    let progress = move |done: f64| sink.report(5 + (done * 85.0) as u8);
+    let span = f64::from(progress_end.saturating_sub(5));
+    let progress = move |done: f64| sink.report(5 + (done * span) as u8);
     let produced = transcode::transcode(
         input,
         probe,
@@ -238,14 +363,12 @@ async fn run_transcode(
     )
     .await?
     .ok_or(RunError::Canceled)?;
-    ctx.progress.report(90);
-    publish(&produced.files, prefix, ctx).await?;
     let outputs = produced
         .outputs
         .iter()
         .map(to_json)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((outputs, produced.skipped))
+    Ok((outputs, produced.skipped, produced.files))
 }
 
 /// Uploads files in order (media, then media playlists, then the master), media in

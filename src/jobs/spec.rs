@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::media::transcode::Format;
 use crate::presets::Presets;
 use crate::store::ObjectKey;
+use crate::thumbnail::spec::{Resolved, StoryboardSpec, ThumbnailsSpec};
 
 /// Longest accepted `callback_url`.
 const MAX_CALLBACK_URL_BYTES: usize = 2048;
@@ -27,6 +28,12 @@ pub struct JobSpec {
     /// Transcode to H.264/AAC MP4 renditions and/or an HLS ladder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renditions: Option<RenditionsSpec>,
+    /// Stills: posters and thumbnails at several sizes (from a video or a photo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnails: Option<ThumbnailsSpec>,
+    /// Scrubbing previews: tiles in sprite sheets with a WebVTT index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard: Option<StoryboardSpec>,
     /// Where to POST the job view when the job ends (Standard Webhooks signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
@@ -116,17 +123,25 @@ impl JobSpec {
         if !self.has_work() {
             errors.push(FieldError::new(
                 "",
-                "the job asks for no work: set `probe: true` or `renditions`",
+                "the job asks for no work: set `probe: true`, `renditions`, `thumbnails` or `storyboard`",
+            ));
+        }
+        if self.output_prefix.is_none()
+            && (self.renditions.is_some() || self.thumbnails.is_some() || self.storyboard.is_some())
+        {
+            errors.push(FieldError::new(
+                "output_prefix",
+                "required when the job writes outputs (`renditions`, `thumbnails`, `storyboard`)",
             ));
         }
         if let Some(r) = &self.renditions {
-            if self.output_prefix.is_none() {
-                errors.push(FieldError::new(
-                    "output_prefix",
-                    "required when the job writes outputs (`renditions`)",
-                ));
-            }
             validate_renditions(r, ctx, &mut errors);
+        }
+        if self.thumbnails.is_some() {
+            self.resolve_thumbnails(ctx.presets, &mut errors);
+        }
+        if let Some(sb) = &self.storyboard {
+            sb.validate("storyboard", &mut errors);
         }
         if let Some(url) = &self.callback_url {
             if url.len() > MAX_CALLBACK_URL_BYTES {
@@ -152,7 +167,29 @@ impl JobSpec {
         if self.test.is_some() {
             return true;
         }
-        self.probe || self.renditions.is_some()
+        self.probe
+            || self.renditions.is_some()
+            || self.thumbnails.is_some()
+            || self.storyboard.is_some()
+    }
+
+    /// `thumbnails` with its preset applied and checked; errors go to `errors`.
+    pub fn resolve_thumbnails(
+        &self,
+        presets: &Presets,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<Resolved> {
+        let spec = self.thumbnails.as_ref()?;
+        let name = spec.preset.as_deref().unwrap_or("default");
+        let Some(preset) = presets.thumbnails(name) else {
+            let known: Vec<&str> = presets.thumbnail_names().collect();
+            errors.push(FieldError::new(
+                "thumbnails.preset",
+                format!("no thumbnail preset `{name}` (known: {})", known.join(", ")),
+            ));
+            return None;
+        };
+        spec.with_preset(preset).resolve("thumbnails", errors)
     }
 }
 

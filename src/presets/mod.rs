@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use ladder::{AudioPreset, H264Profile, Ladder, Rung};
 
+use crate::thumbnail::spec::ThumbnailsSpec;
+
 const BUILTIN_LADDERS: &[(&str, &str)] = &[
     (
         "default",
@@ -21,6 +23,39 @@ const BUILTIN_LADDERS: &[(&str, &str)] = &[
     ),
     ("small", include_str!("../../pipelines/ladders/small.toml")),
 ];
+
+const BUILTIN_THUMBNAILS: &[(&str, &str)] = &[
+    (
+        "default",
+        include_str!("../../pipelines/thumbnails/default.toml"),
+    ),
+    (
+        "search",
+        include_str!("../../pipelines/thumbnails/search.toml"),
+    ),
+];
+
+/// A thumbnail preset: a `thumbnails` spec with a description.
+fn parse_thumbnails(text: &str, source: &str) -> Result<ThumbnailsSpec, PresetError> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| invalid(source, e.message().to_string()))?;
+    table.remove("description");
+    let spec: ThumbnailsSpec = table
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(source, e.message().to_string()))?;
+    if spec.preset.is_some() {
+        return Err(invalid(source, "a preset cannot name another preset"));
+    }
+    let mut errors = Vec::new();
+    if spec.resolve("preset", &mut errors).is_none() {
+        let detail: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        return Err(invalid(source, detail.join("; ")));
+    }
+    Ok(spec)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresetError {
@@ -44,6 +79,7 @@ fn invalid(source_name: &str, message: impl Into<String>) -> PresetError {
 #[derive(Debug, Clone)]
 pub struct Presets {
     ladders: BTreeMap<String, Ladder>,
+    thumbnails: BTreeMap<String, ThumbnailsSpec>,
 }
 
 impl Presets {
@@ -54,7 +90,15 @@ impl Presets {
             let source = format!("pipelines/ladders/{name}.toml (built in)");
             ladders.insert(name.to_string(), Ladder::parse(name, text, &source)?);
         }
-        Ok(Presets { ladders })
+        let mut thumbnails = BTreeMap::new();
+        for (name, text) in BUILTIN_THUMBNAILS {
+            let source = format!("pipelines/thumbnails/{name}.toml (built in)");
+            thumbnails.insert(name.to_string(), parse_thumbnails(text, &source)?);
+        }
+        Ok(Presets {
+            ladders,
+            thumbnails,
+        })
     }
 
     /// Built-in presets, then those of `dir` (same layout as `pipelines/`), which
@@ -64,27 +108,23 @@ impl Presets {
         let Some(dir) = dir else {
             return Ok(presets);
         };
-        let ladders_dir = dir.join("ladders");
-        if ladders_dir.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&ladders_dir)
-                .map_err(|e| PresetError::Io(ladders_dir.clone(), e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            entries.sort();
-            for path in entries {
-                let name = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .ok_or_else(|| invalid(&path.display().to_string(), "file name is not UTF-8"))?
-                    .to_string();
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| PresetError::Io(path.clone(), e))?;
-                let ladder = Ladder::parse(&name, &text, &path.display().to_string())?;
-                presets.ladders.insert(name, ladder);
-            }
+        for (name, text, source) in read_folder(&dir.join("ladders"))? {
+            let ladder = Ladder::parse(&name, &text, &source)?;
+            presets.ladders.insert(name, ladder);
+        }
+        for (name, text, source) in read_folder(&dir.join("thumbnails"))? {
+            let spec = parse_thumbnails(&text, &source)?;
+            presets.thumbnails.insert(name, spec);
         }
         Ok(presets)
+    }
+
+    pub fn thumbnails(&self, name: &str) -> Option<&ThumbnailsSpec> {
+        self.thumbnails.get(name)
+    }
+
+    pub fn thumbnail_names(&self) -> impl Iterator<Item = &str> {
+        self.thumbnails.keys().map(String::as_str)
     }
 
     pub fn ladder(&self, name: &str) -> Option<&Ladder> {
@@ -120,6 +160,31 @@ impl Presets {
     }
 }
 
+/// `(name, text, source)` of every `*.toml` in `dir`, in name order.
+fn read_folder(dir: &Path) -> Result<Vec<(String, String, String)>, PresetError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| PresetError::Io(dir.to_path_buf(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for path in entries {
+        let source = path.display().to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| invalid(&source, "file name is not UTF-8"))?
+            .to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| PresetError::Io(path.clone(), e))?;
+        out.push((name, text, source));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +196,8 @@ mod tests {
         let names: Vec<&str> = ladder.rungs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["1080p", "720p", "480p", "360p"]);
         assert!(presets.ladder("small").is_some());
+        assert!(presets.thumbnails("default").is_some());
+        assert!(presets.thumbnails("search").is_some());
     }
 
     #[test]

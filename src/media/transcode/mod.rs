@@ -10,7 +10,7 @@
 pub mod pipeline;
 pub mod plan;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,26 +23,10 @@ use super::probe::{Probe, probe_file};
 use super::run::ProgressFn;
 pub use plan::{Format, Plan, Skipped};
 
+use crate::output::{FileKind, ProducedFile, join_key};
+
 /// AAC-LC, the only audio codec written.
 const AAC_CODEC: &str = "mp4a.40.2";
-
-/// How a published file should be cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// MP4s and segments: never change under their key.
-    Media,
-    /// Playlists: small, read often; a re-run job may rewrite them.
-    Playlist,
-}
-
-/// A file to publish.
-#[derive(Debug, Clone)]
-pub struct ProducedFile {
-    /// Key below the output prefix.
-    pub rel_key: String,
-    pub path: PathBuf,
-    pub kind: FileKind,
-}
 
 /// One entry of `result.outputs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -101,14 +85,6 @@ pub struct Produced {
     pub files: Vec<ProducedFile>,
     pub outputs: Vec<Output>,
     pub skipped: Vec<Skipped>,
-}
-
-fn join_key(prefix: &str, rel: &str) -> String {
-    if prefix.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{prefix}/{rel}")
-    }
 }
 
 /// Runs `plan` on `input` in `work_dir` and describes the results with keys below

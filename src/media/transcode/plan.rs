@@ -203,9 +203,14 @@ pub fn display_size(probe: &Probe, orientation: Orientation) -> Option<(f64, f64
     })
 }
 
+/// The display orientation a probe describes.
+pub fn orientation_of(probe: &Probe) -> Orientation {
+    Orientation::from_probe(probe.rotation, probe.flipped)
+}
+
 /// GStreamer colorimetry is a name (`bt709`, `bt2100-pq`) or
 /// `range:matrix:transfer:primaries` numbers (transfer 14 = PQ, 15 = HLG).
-fn color_plan(probe: &Probe) -> ColorPlan {
+pub fn color_plan(probe: &Probe) -> ColorPlan {
     let Some(video) = probe.streams.iter().find(|s| s.kind == "video") else {
         return ColorPlan::Passthrough;
     };

@@ -1,0 +1,569 @@
+//! Stills: posters, thumbnails at several sizes, storyboards, from videos and
+//! product photos. Resizing with `fast_image_resize` (SIMD picked at run time) is
+//! the hot path.
+//!
+//! - [`spec`]: what a job asks for, presets applied;
+//! - [`still`]: photo inputs (header-checked, shrink-on-load, oriented, sRGB);
+//! - [`frames`]: video frames from one decoding pipeline (seeks, or one pass);
+//! - [`poster`]: the smart `auto` poster;
+//! - [`storyboard`]: sprite sheets and their WebVTT index;
+//! - [`resize`], [`yuv`], [`encode`]: pixels to files.
+//!
+//! All pixel work is CPU-bound and runs on the blocking pool, at most one job per
+//! core at a time ([`PERMITS`]): a large job uses every core (the JPEG decoder is
+//! multi-threaded), many small jobs queue instead of thrashing.
+
+pub mod encode;
+pub mod frames;
+pub mod poster;
+pub mod resize;
+pub mod spec;
+pub mod still;
+pub mod storyboard;
+pub mod yuv;
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use self::encode::{StillFormat, encode};
+use self::frames::{Frame, FrameGrabber, SeekMode};
+use self::resize::{Size, geometry, resize};
+use self::spec::{Resolved, StoryboardSpec, Time};
+use self::still::{StillError, StillLimits};
+use crate::media::MediaError;
+use crate::media::probe::Probe;
+use crate::media::transcode::plan::{ColorPlan, Orientation};
+use crate::output::{FileKind, ProducedFile, join_key};
+
+/// Stills jobs running at once on this node.
+pub static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    )
+});
+
+/// Poster candidates scored per video.
+const POSTER_CANDIDATES: usize = 12;
+/// Keyframe seeks are only used when keyframes land this close to the wanted time
+/// (as a fraction of the storyboard interval).
+const KEYFRAME_SLACK: f64 = 0.5;
+
+/// One entry of `result.outputs` for stills.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StillOutput {
+    Thumbnail(StillEntry),
+    Poster(StillEntry),
+    Storyboard(SheetEntry),
+    StoryboardVtt(VttEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StillEntry {
+    pub key: String,
+    /// Time of the frame in the video (absent for photos).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_s: Option<f64>,
+    pub width: u32,
+    pub height: u32,
+    pub format: StillFormat,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SheetEntry {
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub tiles: usize,
+    pub format: StillFormat,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VttEntry {
+    pub key: String,
+    pub tiles: usize,
+    pub interval_s: f64,
+    pub bytes: u64,
+}
+
+/// What a stills job produced.
+#[derive(Debug, Clone, Default)]
+pub struct Produced {
+    pub files: Vec<ProducedFile>,
+    pub outputs: Vec<StillOutput>,
+    pub poster_time_s: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StillsError {
+    #[error(transparent)]
+    Still(#[from] StillError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("a storyboard needs a video input")]
+    StoryboardNeedsVideo,
+    #[error("writing stills: {0}")]
+    Io(String),
+    #[error("canceled")]
+    Canceled,
+}
+
+/// What the stills step needs besides the spec.
+pub struct Request<'a> {
+    pub input: &'a Path,
+    /// The probe of a video input (None for photos).
+    pub probe: Option<&'a Probe>,
+    pub thumbnails: Option<&'a Resolved>,
+    pub storyboard: Option<&'a StoryboardSpec>,
+    /// Windows to prefer for the `auto` poster (e.g. where shoppable tags show).
+    pub poster_windows: Vec<(f64, f64)>,
+    pub limits: StillLimits,
+    pub work_dir: &'a Path,
+    pub prefix: &'a str,
+    pub cancel: &'a CancellationToken,
+    pub progress: &'a (dyn Fn(f64) + Send + Sync),
+}
+
+/// Whether the file at `path` is a photo (JPEG, PNG, WebP) rather than a video.
+pub fn is_photo(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 32];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()
+        .and_then(|n| still::sniff(&head[..n]))
+        .is_some()
+}
+
+/// Makes every still asked for. Blocking: run it on the blocking pool.
+pub fn make(req: &Request) -> Result<Produced, StillsError> {
+    let out_dir = req.work_dir.join("stills");
+    std::fs::create_dir_all(&out_dir).map_err(|e| StillsError::Io(e.to_string()))?;
+    let mut writer = Writer {
+        out_dir,
+        prefix: req.prefix,
+        produced: Produced::default(),
+    };
+    match req.probe {
+        None => {
+            if req.storyboard.is_some() {
+                return Err(StillsError::StoryboardNeedsVideo);
+            }
+            if let Some(t) = req.thumbnails {
+                photo(req, t, &mut writer)?;
+            }
+        }
+        Some(probe) => video(req, probe, &mut writer)?,
+    }
+    Ok(writer.produced)
+}
+
+struct Writer<'a> {
+    out_dir: PathBuf,
+    prefix: &'a str,
+    produced: Produced,
+}
+
+impl Writer<'_> {
+    fn write(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+        kind: FileKind,
+    ) -> Result<(String, u64), StillsError> {
+        let path = self.out_dir.join(rel.replace('/', "__"));
+        std::fs::write(&path, data).map_err(|e| StillsError::Io(e.to_string()))?;
+        self.produced.files.push(ProducedFile {
+            rel_key: rel.to_string(),
+            path,
+            kind,
+        });
+        Ok((join_key(self.prefix, rel), data.len() as u64))
+    }
+
+    /// Encodes one resized RGB(A) picture in every format.
+    #[allow(clippy::too_many_arguments)]
+    fn stills(
+        &mut self,
+        t: &Resolved,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        channels: u8,
+        dir: &str,
+        size: &Size,
+        time_s: Option<f64>,
+        poster: bool,
+    ) -> Result<(), StillsError> {
+        for format in &t.formats {
+            let quality = match format {
+                StillFormat::Jpeg => t.jpeg_quality,
+                StillFormat::Webp => t.webp_quality,
+            };
+            let data = encode(
+                pixels,
+                width,
+                height,
+                channels,
+                *format,
+                quality,
+                t.background,
+            )
+            .map_err(StillsError::Io)?;
+            let rel = format!("thumbs/{dir}/{}.{}", size.label(), format.extension());
+            let (key, bytes) = self.write(&rel, &data, FileKind::Media)?;
+            let entry = StillEntry {
+                key,
+                time_s: time_s.map(|t| (t * 1000.0).round() / 1000.0),
+                width,
+                height,
+                format: *format,
+                bytes,
+            };
+            self.produced.outputs.push(if poster {
+                StillOutput::Poster(entry)
+            } else {
+                StillOutput::Thumbnail(entry)
+            });
+        }
+        Ok(())
+    }
+}
+
+fn photo(req: &Request, t: &Resolved, writer: &mut Writer) -> Result<(), StillsError> {
+    let picture = still::load(req.input, &req.limits, &t.sizes)?;
+    for (i, size) in t.sizes.iter().enumerate() {
+        if req.cancel.is_cancelled() {
+            return Err(StillsError::Canceled);
+        }
+        let g = geometry(picture.width, picture.height, *size);
+        let pixels = resize(
+            &picture.data,
+            picture.width,
+            picture.height,
+            picture.channels,
+            &g,
+            t.filter,
+        )
+        .map_err(StillsError::Io)?;
+        writer.stills(
+            t,
+            &pixels,
+            g.width,
+            g.height,
+            picture.channels,
+            "image",
+            size,
+            None,
+            false,
+        )?;
+        (req.progress)((i + 1) as f64 / t.sizes.len() as f64);
+    }
+    Ok(())
+}
+
+fn time_label(t: &Time) -> String {
+    match t {
+        Time::Auto => "auto".into(),
+        Time::Seconds(s) => format!("t{s:.3}"),
+        Time::Percent(p) => format!("p{p}"),
+    }
+}
+
+fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), StillsError> {
+    let plan_orientation = orientation(probe);
+    let color = color_plan(probe);
+    let duration = probe.duration_s;
+    let grabber = FrameGrabber::open(req.input, plan_orientation, color, duration)?;
+    let check = || {
+        if req.cancel.is_cancelled() {
+            Err(StillsError::Canceled)
+        } else {
+            Ok(())
+        }
+    };
+
+    // Frames wanted, each with what it is for. Those that cannot come from a
+    // cheap seek are collected for one linear pass at the end.
+    let mut pending: Vec<(f64, Purpose)> = Vec::new();
+    let thumbs = req.thumbnails;
+    let total_steps =
+        thumbs.map(|t| t.times.len()).unwrap_or(0) + req.storyboard.map(|_| 1).unwrap_or(0);
+    let mut done_steps = 0usize;
+    let mut step = |_: ()| {
+        done_steps += 1;
+        (req.progress)(done_steps as f64 / total_steps.max(1) as f64);
+    };
+
+    if let Some(t) = thumbs {
+        for time in &t.times {
+            check()?;
+            match time {
+                Time::Auto => {
+                    let candidates =
+                        poster::candidate_times(duration, POSTER_CANDIDATES, &req.poster_windows);
+                    let mut frames = Vec::new();
+                    for c in &candidates {
+                        frames.push(grabber.frame_at(*c, SeekMode::Keyframe)?);
+                    }
+                    let mut distinct: Vec<i64> =
+                        frames.iter().map(|f| (f.time_s * 1000.0) as i64).collect();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    if distinct.len() * 2 < candidates.len().min(8) {
+                        // Keyframes too sparse to choose from: decode and look.
+                        for c in candidates {
+                            pending.push((c, Purpose::PosterCandidate));
+                        }
+                    } else {
+                        let chosen = pick(&frames);
+                        emit_frame(writer, t, &frames[chosen], "auto", true)?;
+                        writer.produced.poster_time_s = Some(frames[chosen].time_s);
+                    }
+                }
+                other => {
+                    let secs = match other {
+                        Time::Seconds(s) => s.min(duration),
+                        Time::Percent(p) => duration * p / 100.0,
+                        Time::Auto => unreachable!(),
+                    };
+                    let frame = grabber.frame_at(secs, SeekMode::Accurate)?;
+                    emit_frame(writer, t, &frame, &time_label(other), false)?;
+                }
+            }
+            step(());
+        }
+    }
+
+    let mut sheets: Option<Sheets> = None;
+    if let Some(sb) = req.storyboard {
+        let first = grabber.frame_at(0.0, SeekMode::Keyframe)?;
+        let layout = storyboard::Layout::new(
+            duration,
+            sb.interval_s,
+            first.width,
+            first.height,
+            sb.tile_width,
+            sb.columns,
+            sb.rows,
+        );
+        let mut s = Sheets::new(layout);
+        // Keyframes are enough when they land near every tile's time; try the first
+        // few, and fall back to decoding every frame once when they do not.
+        let probe_tiles = s.layout.times.len().min(3);
+        let mut by_keyframe = true;
+        let mut first_tiles = Vec::new();
+        for i in 0..probe_tiles {
+            let t = s.layout.times[i];
+            let f = grabber.frame_at(t, SeekMode::Keyframe)?;
+            if (f.time_s - t).abs() > sb.interval_s * KEYFRAME_SLACK {
+                by_keyframe = false;
+                break;
+            }
+            first_tiles.push(f);
+        }
+        if by_keyframe {
+            for (i, f) in first_tiles.iter().enumerate() {
+                s.place(i, f)?;
+            }
+            for i in probe_tiles..s.layout.times.len() {
+                check()?;
+                let f = grabber.frame_at(s.layout.times[i], SeekMode::Keyframe)?;
+                s.place(i, &f)?;
+            }
+        } else {
+            for (i, t) in s.layout.times.iter().enumerate() {
+                pending.push((*t, Purpose::Tile(i)));
+            }
+        }
+        sheets = Some(s);
+    }
+
+    if !pending.is_empty() {
+        pending.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let times: Vec<f64> = pending.iter().map(|p| p.0).collect();
+        let mut candidates: Vec<Frame> = Vec::new();
+        grabber
+            .scan(&times, |i, frame| {
+                if req.cancel.is_cancelled() {
+                    return Err(MediaError::Internal("canceled".into()));
+                }
+                match pending[i].1 {
+                    Purpose::PosterCandidate => candidates.push(frame),
+                    Purpose::Tile(n) => {
+                        if let Some(s) = sheets.as_mut() {
+                            s.place(n, &frame)
+                                .map_err(|e| MediaError::Internal(e.to_string()))?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| {
+                if req.cancel.is_cancelled() {
+                    StillsError::Canceled
+                } else {
+                    e.into()
+                }
+            })?;
+        if !candidates.is_empty()
+            && let Some(t) = thumbs
+        {
+            let chosen = pick(&candidates);
+            emit_frame(writer, t, &candidates[chosen], "auto", true)?;
+            writer.produced.poster_time_s = Some(candidates[chosen].time_s);
+        }
+    } else {
+        drop(grabber);
+    }
+
+    if let (Some(s), Some(sb)) = (sheets, req.storyboard) {
+        s.finish(writer, sb, duration)?;
+        step(());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    PosterCandidate,
+    Tile(usize),
+}
+
+fn pick(frames: &[Frame]) -> usize {
+    let scores: Vec<poster::Score> = frames.iter().map(poster::score).collect();
+    poster::best(&scores).unwrap_or(0)
+}
+
+fn emit_frame(
+    writer: &mut Writer,
+    t: &Resolved,
+    frame: &Frame,
+    dir: &str,
+    poster: bool,
+) -> Result<(), StillsError> {
+    for size in &t.sizes {
+        let g = geometry(frame.width, frame.height, *size);
+        let rgb = yuv::frame_to_rgb(frame, &g, t.filter).map_err(StillsError::Io)?;
+        writer.stills(
+            t,
+            &rgb,
+            g.width,
+            g.height,
+            3,
+            dir,
+            size,
+            Some(frame.time_s),
+            poster,
+        )?;
+    }
+    Ok(())
+}
+
+/// Storyboard sheets being filled.
+struct Sheets {
+    layout: storyboard::Layout,
+    pixels: Vec<Vec<u8>>,
+    filled: Vec<bool>,
+}
+
+impl Sheets {
+    fn new(layout: storyboard::Layout) -> Sheets {
+        let pixels = (0..layout.sheets())
+            .map(|n| {
+                let (w, h) = layout.sheet_size(n);
+                vec![0u8; (w * h * 3) as usize]
+            })
+            .collect();
+        let filled = vec![false; layout.times.len()];
+        Sheets {
+            layout,
+            pixels,
+            filled,
+        }
+    }
+
+    fn place(&mut self, index: usize, frame: &Frame) -> Result<(), StillsError> {
+        let g = resize::Geometry {
+            crop: (0.0, 0.0, f64::from(frame.width), f64::from(frame.height)),
+            width: self.layout.tile_width,
+            height: self.layout.tile_height,
+        };
+        let tile =
+            yuv::frame_to_rgb(frame, &g, resize::Filter::Bilinear).map_err(StillsError::Io)?;
+        let (sheet, x, y) = self.layout.place(index);
+        let (sw, _) = self.layout.sheet_size(sheet);
+        storyboard::blit(&mut self.pixels[sheet], sw, &tile, g.width, g.height, x, y);
+        self.filled[index] = true;
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        writer: &mut Writer,
+        sb: &StoryboardSpec,
+        duration: f64,
+    ) -> Result<(), StillsError> {
+        let ext = sb.format.extension();
+        for (n, pixels) in self.pixels.iter().enumerate() {
+            let (w, h) = self.layout.sheet_size(n);
+            let data = encode(
+                pixels,
+                w,
+                h,
+                3,
+                sb.format,
+                sb.quality,
+                encode::DEFAULT_BACKGROUND,
+            )
+            .map_err(StillsError::Io)?;
+            let rel = format!("storyboard/sheet_{n:03}.{ext}");
+            let (key, bytes) = writer.write(&rel, &data, FileKind::Media)?;
+            let per = self.layout.per_sheet();
+            writer
+                .produced
+                .outputs
+                .push(StillOutput::Storyboard(SheetEntry {
+                    key,
+                    width: w,
+                    height: h,
+                    tiles: (self.layout.times.len() - n * per).min(per),
+                    format: sb.format,
+                    bytes,
+                }));
+        }
+        let vtt = self.layout.vtt(duration, |n| format!("sheet_{n:03}.{ext}"));
+        let (key, bytes) = writer.write(
+            "storyboard/storyboard.vtt",
+            vtt.as_bytes(),
+            FileKind::Playlist,
+        )?;
+        writer
+            .produced
+            .outputs
+            .push(StillOutput::StoryboardVtt(VttEntry {
+                key,
+                tiles: self.layout.times.len(),
+                interval_s: sb.interval_s,
+                bytes,
+            }));
+        Ok(())
+    }
+}
+
+fn orientation(probe: &Probe) -> Orientation {
+    crate::media::transcode::plan::orientation_of(probe)
+}
+
+fn color_plan(probe: &Probe) -> ColorPlan {
+    crate::media::transcode::plan::color_plan(probe)
+}
