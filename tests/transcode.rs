@@ -8,53 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::media::{ffprobe, generate, stream};
 use common::{Node, fixture};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-/// Generates a clip with ffmpeg's test sources.
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(&out)
-        .status()
-        .expect("ffmpeg is installed (scripts/setup-debian)");
-    assert!(status.success(), "ffmpeg could not make {name}");
-    out
-}
-
-fn ffprobe(url: &str) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_streams",
-            "-show_format",
-        ])
-        .arg(url)
-        .output()
-        .expect("ffprobe is installed");
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stream<'a>(probe: &'a Value, kind: &str) -> Option<&'a Value> {
-    probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["codec_type"] == kind)
-}
 
 /// Names of the top-level boxes of an MP4, in order.
 fn top_level_boxes(data: &[u8]) -> Vec<String> {

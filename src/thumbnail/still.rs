@@ -376,56 +376,34 @@ mod tests {
         assert_eq!(reds, [5, 4, 3, 2, 1, 0]);
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
     #[test]
     fn pixel_floods_are_refused_from_the_header() {
-        // A valid PNG header declaring 65536 x 65536 and no data to speak of.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flood.png");
-        let mut png = Vec::new();
-        png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(&65536u32.to_be_bytes());
-        ihdr.extend_from_slice(&65536u32.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
-        png.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
-        png.extend_from_slice(b"IHDR");
-        png.extend_from_slice(&ihdr);
-        let mut crc_input = b"IHDR".to_vec();
-        crc_input.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc32(&crc_input).to_be_bytes());
-        // A token of image data: a flood declares far more than it carries.
-        let idat = [0x78u8, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
-        png.extend_from_slice(&(idat.len() as u32).to_be_bytes());
-        png.extend_from_slice(b"IDAT");
-        png.extend_from_slice(&idat);
-        let mut crc_input = b"IDAT".to_vec();
-        crc_input.extend_from_slice(&idat);
-        png.extend_from_slice(&crc32(&crc_input).to_be_bytes());
-        png.extend_from_slice(&[0, 0, 0, 0]);
-        png.extend_from_slice(b"IEND");
-        png.extend_from_slice(&crc32(b"IEND").to_be_bytes());
-        std::fs::write(&path, &png).unwrap();
         let limits = StillLimits {
             max_pixels: 100_000_000,
             max_bytes: 1 << 30,
         };
-        let err = load(&path, &limits, &[]).unwrap_err();
-        assert_eq!(err.code(), "image_too_large", "{err}");
+        // Valid headers declaring 65536 x 65536 (PNG) and 60000 x 60000 (JPEG),
+        // with next to no data behind them.
+        for name in ["flood-65536x65536.png", "oversize-60000x60000.jpg"] {
+            let err = load(&fixture(name), &limits, &[]).unwrap_err();
+            assert_eq!(err.code(), "image_too_large", "{name}: {err}");
+        }
     }
 
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in data {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
+    #[test]
+    fn files_over_the_byte_limit_are_refused_before_decoding() {
+        let limits = StillLimits {
+            max_pixels: 100_000_000,
+            max_bytes: 1000,
+        };
+        let err = load(&fixture("oversize-60000x60000.jpg"), &limits, &[]).unwrap_err();
+        assert_eq!(err.code(), "input_too_large", "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! S3-compatible server (s3s-fs), and bounded polling helpers. No mocks.
 #![allow(dead_code)]
 
+pub mod media;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -189,6 +191,35 @@ impl Node {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("node running").id()
+    }
+
+    /// Downloads a published object over `/media` into `dir`; returns its path.
+    pub async fn download(&self, key: &str, dir: &Path) -> PathBuf {
+        let res = self
+            .client
+            .get(self.url(&format!("/media/{key}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "GET /media/{key}");
+        let path = dir.join(key.replace('/', "__"));
+        std::fs::write(&path, res.bytes().await.unwrap()).unwrap();
+        path
+    }
+
+    /// The node's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM in /proc/PID/status");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib * 1024
     }
 
     pub async fn upload(&self, key: &str, body: Vec<u8>) -> Value {
