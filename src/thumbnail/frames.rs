@@ -21,6 +21,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use super::skip::{self, Wanted};
 use crate::media::MediaError;
 use crate::media::transcode::plan::{ColorPlan, Orientation};
 
@@ -54,6 +55,9 @@ pub enum SeekMode {
 pub struct FrameGrabber {
     pipeline: gst::Pipeline,
     sink: gst_app::AppSink,
+    /// Which frames the next seek or pass needs (the rest of the non-reference
+    /// pictures are not decoded).
+    wanted: Wanted,
     pub duration_s: f64,
 }
 
@@ -109,6 +113,25 @@ impl FrameGrabber {
         src.link(&decode).map_err(internal)?;
         gst::Element::link_many([&convert, &caps, &flip, sink.upcast_ref()]).map_err(internal)?;
 
+        // Non-reference H.264 pictures away from the wanted times are dropped
+        // before the decoder (see `skip`).
+        let wanted = Wanted::default();
+        if let Some(bin) = decode.downcast_ref::<gst::Bin>() {
+            let wanted = wanted.clone();
+            bin.connect_element_added(move |_, element| {
+                let is_h264_decoder = element.factory().is_some_and(|f| {
+                    f.klass().contains("Decoder")
+                        && f.static_pad_templates().iter().any(|t| {
+                            t.direction() == gst::PadDirection::Sink
+                                && t.caps().iter().any(|s| s.name() == "video/x-h264")
+                        })
+                });
+                if is_h264_decoder && let Some(pad) = element.static_pad("sink") {
+                    skip::install(&pad, wanted.clone());
+                }
+            });
+        }
+
         let video_in = convert
             .static_pad("sink")
             .ok_or_else(|| internal("no sink pad"))?;
@@ -142,6 +165,7 @@ impl FrameGrabber {
         let grabber = FrameGrabber {
             pipeline,
             sink,
+            wanted,
             duration_s,
         };
         grabber.settle(gst::State::Paused)?;
@@ -178,8 +202,12 @@ impl FrameGrabber {
         let last = (self.duration_s - 0.05).max(0.0);
         let t = time_s.clamp(0.0, last);
         let flags = match mode {
-            SeekMode::Accurate => gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+            SeekMode::Accurate => {
+                self.wanted.set(vec![t]);
+                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE
+            }
             SeekMode::Keyframe => {
+                self.wanted.all();
                 gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_NEAREST
             }
         };
@@ -204,6 +232,7 @@ impl FrameGrabber {
         if times.is_empty() {
             return Ok(());
         }
+        self.wanted.set(times.to_vec());
         self.pipeline
             .seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO)
             .map_err(|_| MediaError::Malformed("cannot rewind".into()))?;

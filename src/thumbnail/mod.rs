@@ -17,6 +17,7 @@ pub mod encode;
 pub mod frames;
 pub mod poster;
 pub mod resize;
+mod skip;
 pub mod spec;
 pub mod still;
 pub mod storyboard;
