@@ -505,6 +505,31 @@ async fn stills_and_renditions_come_from_one_job() {
     for entry in job["result"]["outputs"].as_array().unwrap() {
         assert!(entry["key"].as_str().unwrap().starts_with("both/clip/"));
     }
+    // The stills came from the transcode's decode, every one of them (12
+    // poster candidates and 3 storyboard tiles).
+    let log = strip_ansi(&node.log());
+    assert!(
+        log.contains("stills from the transcode's decode tapped=15 missed=0"),
+        "{log}"
+    );
+}
+
+/// The node's log without terminal colours.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -179,23 +179,46 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     };
     ctx.progress.report(5);
 
-    // Progress: the transcode up to 75 % (90 % alone), stills to 90 %, publishing
-    // the rest.
-    let transcode_end = if wants_stills { 75 } else { 90 };
+    // Progress: the transcode up to 75 % (90 % alone or with stills tapped from
+    // its decode), stills to 90 %, publishing the rest.
+    let mut stills = None;
     if let (Some(renditions), Some(probe)) = (&spec.renditions, &probe) {
-        let (made, skipped, produced) =
-            run_transcode(&input, probe, renditions, &prefix, transcode_end, ctx).await?;
+        // Stills of a transcoded video come from the transcode's own decode.
+        let tapped = if wants_stills {
+            Some(start_tapped_stills(&input, probe, spec, &prefix, ctx)?)
+        } else {
+            None
+        };
+        let (tap, task) = match tapped {
+            Some((tap, task, stop)) => (Some(tap), Some((task, stop))),
+            None => (None, None),
+        };
+        let transcoded = run_transcode(&input, probe, renditions, &prefix, 90, tap, ctx).await;
+        let (made, skipped, produced) = match transcoded {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some((task, stop)) = task {
+                    stop.cancel();
+                    let _ = task.await;
+                }
+                return Err(e);
+            }
+        };
+        if let Some((task, _)) = task {
+            let made = task
+                .await
+                .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?;
+            stills = Some(made.map_err(stills_error)?);
+        }
         outputs.extend(made);
         files.extend(produced);
         result.insert("skipped".into(), to_json(&skipped)?);
     }
     if wants_stills {
-        let start = if spec.renditions.is_some() {
-            transcode_end
-        } else {
-            5
+        let stills = match stills {
+            Some(made) => made,
+            None => run_stills(&input, probe.as_ref(), spec, &prefix, 5, ctx).await?,
         };
-        let stills = run_stills(&input, probe.as_ref(), spec, &prefix, start, ctx).await?;
         for o in &stills.outputs {
             outputs.push(to_json(o)?);
         }
@@ -218,6 +241,95 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     Ok(Value::Object(result))
 }
 
+/// `thumbnails` with its preset applied.
+fn resolve_stills(
+    spec: &JobSpec,
+    ctx: &JobContext,
+) -> Result<Option<thumbnail::spec::Resolved>, RunError> {
+    if spec.thumbnails.is_none() {
+        return Ok(None);
+    }
+    let mut errors = Vec::new();
+    spec.resolve_thumbnails(&ctx.presets, &mut errors)
+        .map(Some)
+        .ok_or_else(|| {
+            RunError::permanent(
+                "spec_invalid",
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+}
+
+fn stills_error(e: StillsError) -> RunError {
+    match e {
+        StillsError::Still(e) => RunError::permanent(e.code(), e.to_string()),
+        StillsError::Media(e) => e.into(),
+        StillsError::StoryboardNeedsVideo => RunError::permanent("not_a_video", e.to_string()),
+        StillsError::Io(m) => RunError::transient("work_dir_error", m),
+        StillsError::Canceled => RunError::Canceled,
+    }
+}
+
+fn still_limits(ctx: &JobContext) -> StillLimits {
+    StillLimits {
+        max_pixels: ctx.limits.max_image_pixels,
+        max_bytes: ctx.limits.max_image_bytes,
+    }
+}
+
+type StillsTask = tokio::task::JoinHandle<Result<thumbnail::Produced, StillsError>>;
+
+/// Starts making a video's stills from frames the transcode will tap from its
+/// decode; returns the tap for the transcode, the task, and a token that stops
+/// the task if the transcode fails.
+fn start_tapped_stills(
+    input: &std::path::Path,
+    probe: &Probe,
+    spec: &JobSpec,
+    prefix: &str,
+    ctx: &JobContext,
+) -> Result<(transcode::pipeline::VideoTap, StillsTask, CancellationToken), RunError> {
+    let thumbnails = resolve_stills(spec, ctx)?;
+    let captures = thumbnail::captures(
+        thumbnails.as_ref(),
+        spec.storyboard.as_ref(),
+        &[],
+        probe.duration_s,
+    );
+    let (sender, frames) = std::sync::mpsc::sync_channel(thumbnail::tap::CHANNEL_FRAMES);
+    let times = captures.times.clone();
+    let tap: transcode::pipeline::VideoTap =
+        Box::new(move |pad| thumbnail::tap::install(pad, times, sender));
+    let stop = ctx.cancel.child_token();
+    let (input, probe, storyboard) = (input.to_path_buf(), probe.clone(), spec.storyboard.clone());
+    let (work_dir, prefix, cancel) = (ctx.work_dir.clone(), prefix.to_string(), stop.clone());
+    let limits = still_limits(ctx);
+    let task = tokio::task::spawn_blocking(move || {
+        thumbnail::make_from_frames(
+            &thumbnail::Request {
+                input: &input,
+                probe: Some(&probe),
+                thumbnails: thumbnails.as_ref(),
+                storyboard: storyboard.as_ref(),
+                poster_windows: Vec::new(),
+                limits,
+                work_dir: &work_dir,
+                prefix: &prefix,
+                cancel: &cancel,
+                progress: &|_| {},
+            },
+            &probe,
+            &captures,
+            frames,
+        )
+    });
+    Ok((tap, task, stop))
+}
+
 /// Makes the stills on the blocking pool, one stills job per core at a time.
 async fn run_stills(
     input: &std::path::Path,
@@ -227,33 +339,14 @@ async fn run_stills(
     progress_start: u8,
     ctx: &JobContext,
 ) -> Result<thumbnail::Produced, RunError> {
-    let mut errors = Vec::new();
-    let thumbnails = match spec.thumbnails {
-        Some(_) => Some(
-            spec.resolve_thumbnails(&ctx.presets, &mut errors)
-                .ok_or_else(|| {
-                    RunError::permanent(
-                        "spec_invalid",
-                        errors
-                            .iter()
-                            .map(|e| format!("{}: {}", e.field, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let thumbnails = resolve_stills(spec, ctx)?;
     let _permit = thumbnail::PERMITS
         .acquire()
         .await
         .map_err(|e| RunError::transient("internal", e.to_string()))?;
     let (input, probe, storyboard) = (input.to_path_buf(), probe.cloned(), spec.storyboard.clone());
     let (work_dir, prefix, cancel) = (ctx.work_dir.clone(), prefix.to_string(), ctx.cancel.clone());
-    let limits = StillLimits {
-        max_pixels: ctx.limits.max_image_pixels,
-        max_bytes: ctx.limits.max_image_bytes,
-    };
+    let limits = still_limits(ctx);
     let sink = ctx.progress.clone();
     let span = (90 - progress_start) as f64;
     let outcome = tokio::task::spawn_blocking(move || {
@@ -273,13 +366,7 @@ async fn run_stills(
     })
     .await
     .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?;
-    outcome.map_err(|e| match e {
-        StillsError::Still(e) => RunError::permanent(e.code(), e.to_string()),
-        StillsError::Media(e) => e.into(),
-        StillsError::StoryboardNeedsVideo => RunError::permanent("not_a_video", e.to_string()),
-        StillsError::Io(m) => RunError::transient("work_dir_error", m),
-        StillsError::Canceled => RunError::Canceled,
-    })
+    outcome.map_err(stills_error)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<Value, RunError> {
@@ -331,6 +418,7 @@ async fn run_transcode(
     spec: &RenditionsSpec,
     prefix: &str,
     progress_end: u8,
+    tap: Option<transcode::pipeline::VideoTap>,
     ctx: &JobContext,
 ) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
     let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
@@ -360,6 +448,7 @@ async fn run_transcode(
         Duration::from_millis(ctx.limits.probe_timeout_ms),
         &ctx.cancel,
         &progress,
+        tap,
     )
     .await?
     .ok_or(RunError::Canceled)?;

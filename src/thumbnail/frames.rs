@@ -293,7 +293,19 @@ fn frame_from_sample(sample: &gst::SampleRef) -> Result<Frame, MediaError> {
     let caps = sample
         .caps()
         .ok_or_else(|| internal("sample without caps"))?;
+    frame_from_buffer(buffer, caps, stream_time_s(sample, buffer.pts()))
+}
+
+/// Copies an I420 buffer described by `caps` into a tightly packed [`Frame`].
+pub(crate) fn frame_from_buffer(
+    buffer: &gst::BufferRef,
+    caps: &gst::CapsRef,
+    time_s: f64,
+) -> Result<Frame, MediaError> {
     let info = gst_video::VideoInfo::from_caps(caps).map_err(internal)?;
+    if info.format() != gst_video::VideoFormat::I420 {
+        return Err(internal(format!("expected I420, got {:?}", info.format())));
+    }
     let frame =
         gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(internal)?;
     let (w, h) = (info.width() as usize, info.height() as usize);
@@ -313,7 +325,7 @@ fn frame_from_sample(sample: &gst::SampleRef) -> Result<Frame, MediaError> {
         full_range: colorimetry.range() == gst_video::VideoColorRange::Range0_255,
         width: w as u32,
         height: h as u32,
-        time_s: stream_time_s(sample, buffer.pts()),
+        time_s,
         y: plane(0, w, h)?,
         u: plane(1, cw, ch)?,
         v: plane(2, cw, ch)?,

@@ -21,6 +21,7 @@ mod skip;
 pub mod spec;
 pub mod still;
 pub mod storyboard;
+pub mod tap;
 pub mod yuv;
 
 use std::path::{Path, PathBuf};
@@ -406,6 +407,8 @@ fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), Stills
                                 .map_err(|e| MediaError::Internal(e.to_string()))?;
                         }
                     }
+                    // Exact times are seeked to, never scanned for.
+                    Purpose::Still(_) => {}
                 }
                 Ok(())
             })
@@ -438,6 +441,148 @@ fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), Stills
 enum Purpose {
     PosterCandidate,
     Tile(usize),
+    /// `thumbnails.times[n]` (not `auto`).
+    Still(usize),
+}
+
+/// The frames a video's stills need when they come from a decode that runs
+/// anyway (the transcode's, see [`tap`]): the wanted times, sorted, and what
+/// each is for.
+pub struct Captures {
+    pub times: Vec<f64>,
+    purposes: Vec<Purpose>,
+}
+
+/// Plans the captures for thumbnails and a storyboard on a video lasting
+/// `duration_s`, poster candidates inside `poster_windows` when there are any.
+pub fn captures(
+    thumbnails: Option<&Resolved>,
+    storyboard: Option<&StoryboardSpec>,
+    poster_windows: &[(f64, f64)],
+    duration_s: f64,
+) -> Captures {
+    // A time at or past the end would find no frame.
+    let last = (duration_s - 0.05).max(0.0);
+    let mut wanted: Vec<(f64, Purpose)> = Vec::new();
+    if let Some(t) = thumbnails {
+        for (n, time) in t.times.iter().enumerate() {
+            match time {
+                Time::Auto => {
+                    for c in poster::candidate_times(duration_s, POSTER_CANDIDATES, poster_windows)
+                    {
+                        wanted.push((c.min(last), Purpose::PosterCandidate));
+                    }
+                }
+                Time::Seconds(s) => wanted.push((s.min(last), Purpose::Still(n))),
+                Time::Percent(p) => {
+                    wanted.push(((duration_s * p / 100.0).min(last), Purpose::Still(n)))
+                }
+            }
+        }
+    }
+    if let Some(sb) = storyboard {
+        for (i, t) in storyboard::tile_times(duration_s, sb.interval_s)
+            .into_iter()
+            .enumerate()
+        {
+            wanted.push((t.min(last), Purpose::Tile(i)));
+        }
+    }
+    wanted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Captures {
+        times: wanted.iter().map(|w| w.0).collect(),
+        purposes: wanted.into_iter().map(|w| w.1).collect(),
+    }
+}
+
+/// Makes a video's stills from captured frames (`(index into captures.times,
+/// frame)`, until the sender is dropped); times the capture missed are fetched
+/// by seeking. Blocking: run it on the blocking pool.
+pub fn make_from_frames(
+    req: &Request,
+    probe: &Probe,
+    captures: &Captures,
+    frames: std::sync::mpsc::Receiver<(usize, Frame)>,
+) -> Result<Produced, StillsError> {
+    let out_dir = req.work_dir.join("stills");
+    std::fs::create_dir_all(&out_dir).map_err(|e| StillsError::Io(e.to_string()))?;
+    let mut writer = Writer {
+        out_dir,
+        prefix: req.prefix,
+        produced: Produced::default(),
+    };
+    let duration = probe.duration_s;
+    let mut candidates: Vec<Frame> = Vec::new();
+    let mut sheets: Option<Sheets> = None;
+    let mut handle = |i: usize, frame: Frame, writer: &mut Writer| -> Result<(), StillsError> {
+        match captures.purposes[i] {
+            Purpose::PosterCandidate => candidates.push(frame),
+            Purpose::Still(n) => {
+                if let Some(t) = req.thumbnails {
+                    emit_frame(writer, t, &frame, &time_label(&t.times[n]), false)?;
+                }
+            }
+            Purpose::Tile(n) => {
+                if let Some(sb) = req.storyboard {
+                    let s = sheets.get_or_insert_with(|| {
+                        Sheets::new(storyboard::Layout::new(
+                            duration,
+                            sb.interval_s,
+                            frame.width,
+                            frame.height,
+                            sb.tile_width,
+                            sb.columns,
+                            sb.rows,
+                        ))
+                    });
+                    s.place(n, &frame)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut got = vec![false; captures.times.len()];
+    for (i, frame) in frames {
+        if req.cancel.is_cancelled() {
+            return Err(StillsError::Canceled);
+        }
+        if i < got.len() && !got[i] {
+            got[i] = true;
+            handle(i, frame, &mut writer)?;
+        }
+    }
+    if req.cancel.is_cancelled() {
+        return Err(StillsError::Canceled);
+    }
+    let missing: Vec<usize> = (0..got.len()).filter(|i| !got[*i]).collect();
+    tracing::info!(
+        tapped = got.len() - missing.len(),
+        missed = missing.len(),
+        "stills from the transcode's decode"
+    );
+    if !missing.is_empty() {
+        let grabber =
+            FrameGrabber::open(req.input, orientation(probe), color_plan(probe), duration)?;
+        for i in missing {
+            let mode = match captures.purposes[i] {
+                Purpose::Still(_) => SeekMode::Accurate,
+                _ => SeekMode::Keyframe,
+            };
+            let frame = grabber.frame_at(captures.times[i], mode)?;
+            handle(i, frame, &mut writer)?;
+        }
+    }
+    if !candidates.is_empty()
+        && let Some(t) = req.thumbnails
+    {
+        let chosen = pick(&candidates);
+        emit_frame(&mut writer, t, &candidates[chosen], "auto", true)?;
+        writer.produced.poster_time_s = Some(candidates[chosen].time_s);
+    }
+    if let (Some(s), Some(sb)) = (sheets, req.storyboard) {
+        s.finish(&mut writer, sb, duration)?;
+    }
+    Ok(writer.produced)
 }
 
 fn pick(frames: &[Frame]) -> usize {

@@ -30,13 +30,12 @@ impl Layout {
         let tile_width = tile_width.min(width).max(2);
         let tile_height =
             ((f64::from(tile_width) * f64::from(height) / f64::from(width)).round() as u32).max(2);
-        let count = ((duration_s / interval_s).ceil() as usize).max(1);
         Layout {
             tile_width,
             tile_height,
             columns: columns.max(1),
             rows: rows.max(1),
-            times: (0..count).map(|i| i as f64 * interval_s).collect(),
+            times: tile_times(duration_s, interval_s),
         }
     }
 
@@ -91,6 +90,12 @@ impl Layout {
         }
         out
     }
+}
+
+/// Start time of each tile: every `interval_s` over `duration_s`, at least one.
+pub fn tile_times(duration_s: f64, interval_s: f64) -> Vec<f64> {
+    let count = ((duration_s / interval_s).ceil() as usize).max(1);
+    (0..count).map(|i| i as f64 * interval_s).collect()
 }
 
 /// `HH:MM:SS.mmm`.

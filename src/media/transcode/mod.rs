@@ -99,11 +99,12 @@ pub async fn transcode(
     probe_timeout: Duration,
     cancel: &CancellationToken,
     progress: ProgressFn<'_>,
+    tap: Option<pipeline::VideoTap>,
 ) -> Result<Option<Produced>, MediaError> {
     let out_dir = work_dir.join("out");
     let duration = Duration::from_secs_f64(probe.duration_s.max(0.0));
     let Some(rungs) =
-        pipeline::run(input, plan, &out_dir, Some(duration), cancel, progress).await?
+        pipeline::run(input, plan, &out_dir, Some(duration), cancel, progress, tap).await?
     else {
         return Ok(None);
     };

@@ -11,6 +11,9 @@
 //!                                   └─ per output: queue ! (the muxer's audio pad)
 //! ```
 //!
+//! Stills asked in the same job tap the video tee's input (see
+//! `thumbnail::tap`): no second decode.
+//!
 //! Privacy: every tag event leaving the decoder is dropped, so nothing the input
 //! carried (location, device make and model, creation time) reaches a muxer; the
 //! rotation it carried is applied explicitly from the probe instead.
@@ -167,7 +170,17 @@ struct Built {
     codecs: Vec<Arc<Mutex<Option<String>>>>,
 }
 
-fn build(input: &Path, plan: &Plan, out_dir: &Path) -> Result<Built, MediaError> {
+/// Called with the video tee's sink pad (upright, 8-bit I420, constant rate),
+/// for whoever wants the decoded frames too (stills). Whatever it installs there
+/// must let every buffer through.
+pub type VideoTap = Box<dyn FnOnce(&gst::Pad) + Send>;
+
+fn build(
+    input: &Path,
+    plan: &Plan,
+    out_dir: &Path,
+    tap: Option<VideoTap>,
+) -> Result<Built, MediaError> {
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("filesrc")
         .property("location", input.to_string_lossy().to_string())
@@ -214,6 +227,12 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path) -> Result<Built, MediaError>
     video_chain.push(flip);
     video_chain.push(v_tee.clone());
     chain(&pipeline, &video_chain.iter().collect::<Vec<_>>())?;
+    if let Some(tap) = tap {
+        // On the tee's input: no extra branch, so nothing more to preroll (a
+        // prerolling sink branch would hold the tee before x264's lookahead
+        // filled and stall the pipeline).
+        tap(&static_pad(&v_tee, "sink")?);
+    }
 
     // Audio: encoded once.
     let audio = match &plan.audio {
@@ -476,6 +495,7 @@ pub async fn run(
     duration: Option<Duration>,
     cancel: &CancellationToken,
     progress: ProgressFn<'_>,
+    tap: Option<VideoTap>,
 ) -> Result<Option<Vec<RungFiles>>, MediaError> {
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("{}: {e}", out_dir.display())))?;
@@ -483,7 +503,7 @@ pub async fn run(
         pipeline,
         mut rungs,
         codecs,
-    } = build(input, plan, out_dir)?;
+    } = build(input, plan, out_dir, tap)?;
 
     // Segment boundaries, from splitmuxsink's messages: location → (start, end).
     let mut fragments: HashMap<String, (Option<u64>, Option<u64>)> = HashMap::new();
