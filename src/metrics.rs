@@ -27,6 +27,16 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
     pub method: String,
@@ -44,6 +54,9 @@ pub struct Metrics {
     jobs_by_status: Family<StatusLabels, Gauge>,
     queue_depth: Gauge,
     job_duration: Family<OutcomeLabels, Histogram>,
+    job_failures: Family<CodeLabels, Counter>,
+    outputs: Family<KindLabels, Counter>,
+    output_bytes: Family<KindLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
 }
@@ -84,6 +97,24 @@ impl Metrics {
             "Wall time of one job run, by outcome",
             job_duration.clone(),
         );
+        let job_failures = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "job_failures",
+            "Jobs that failed, by error code",
+            job_failures.clone(),
+        );
+        let outputs = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "outputs",
+            "Outputs published by succeeded jobs, by kind (mp4, hls, thumbnail, poster, storyboard, ...)",
+            outputs.clone(),
+        );
+        let output_bytes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "output_bytes",
+            "Bytes of the outputs published by succeeded jobs, by kind",
+            output_bytes.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -105,8 +136,35 @@ impl Metrics {
             jobs_by_status,
             queue_depth,
             job_duration,
+            job_failures,
+            outputs,
+            output_bytes,
             http_requests,
             http_duration,
+        }
+    }
+
+    pub fn observe_failure(&self, code: &str) {
+        self.job_failures
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts the entries of a succeeded job's `result.outputs` by kind.
+    pub fn observe_outputs(&self, result: &serde_json::Value) {
+        for output in result["outputs"].as_array().into_iter().flatten() {
+            let Some(kind) = output["kind"].as_str() else {
+                continue;
+            };
+            let labels = KindLabels {
+                kind: kind.to_string(),
+            };
+            self.outputs.get_or_create(&labels).inc();
+            if let Some(bytes) = output["bytes"].as_u64() {
+                self.output_bytes.get_or_create(&labels).inc_by(bytes);
+            }
         }
     }
 
@@ -172,6 +230,12 @@ mod tests {
         m.observe_job("succeeded", Duration::from_millis(300));
         m.observe_http("/v1/jobs", "POST", 202, Duration::from_millis(3));
         m.set_job_counts(&[(JobStatus::Queued, 4), (JobStatus::Failed, 1)]);
+        m.observe_failure("image_too_large");
+        m.observe_outputs(&serde_json::json!({"outputs": [
+            {"kind": "thumbnail", "bytes": 100},
+            {"kind": "thumbnail", "bytes": 50},
+            {"kind": "poster", "bytes": 7}
+        ]}));
         let text = m.render();
         assert!(text.contains("media_node_queue_depth 4"), "{text}");
         assert!(
@@ -182,5 +246,11 @@ mod tests {
             "media_node_http_requests_total{route=\"/v1/jobs\",method=\"POST\",status=\"202\"} 1"
         ));
         assert!(text.contains("media_node_job_duration_seconds_count{outcome=\"succeeded\"} 1"));
+        assert!(text.contains("media_node_job_failures_total{code=\"image_too_large\"} 1"));
+        assert!(
+            text.contains("media_node_outputs_total{kind=\"thumbnail\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("media_node_output_bytes_total{kind=\"thumbnail\"} 150"));
     }
 }

@@ -166,6 +166,11 @@ impl Worker {
             ),
         }
         metrics.observe_job(outcome, started.elapsed());
+        match &finish {
+            Finish::Succeeded(result) => metrics.observe_outputs(result),
+            Finish::Failed(e) => metrics.observe_failure(&e.code),
+            _ => {}
+        }
         match deps.queue.finish(job.id, &self.owner, finish).await {
             Ok(true) => {}
             Ok(false) => warn!("lease lost before the outcome was recorded"),
