@@ -470,9 +470,22 @@ async fn floods_and_oversize_images_are_refused_cheaply() {
         "peak memory {} MiB",
         peak / 1024 / 1024
     );
-    // The node is still healthy.
+    // The node is still healthy, and ops see what was refused.
     let res = node.client.get(node.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    let metrics = node
+        .client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("media_node_job_failures_total{code=\"image_too_large\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -501,6 +514,19 @@ async fn stills_and_renditions_come_from_one_job() {
     assert!(posters.iter().all(|p| p["format"] == "webp"));
     assert_eq!(outputs(&job, "storyboard").len(), 1);
     assert_eq!(outputs(&job, "storyboard_vtt")[0]["tiles"], 3);
+    let metrics = node
+        .client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("media_node_outputs_total{kind=\"poster\"} 2"),
+        "{metrics}"
+    );
     // Everything is published under the prefix.
     for entry in job["result"]["outputs"].as_array().unwrap() {
         assert!(entry["key"].as_str().unwrap().starts_with("both/clip/"));
