@@ -598,7 +598,10 @@ async fn cancel_stops_the_pipeline_and_publishes_nothing() {
     let id = node
         .submit(&json!({
             "input": {"key": "in/long.mp4"}, "output_prefix": "out/canceled",
-            "renditions": {"ladder": "default"}
+            "renditions": {"ladder": "default"},
+            // Stills tapped from the transcode's decode stop with it.
+            "thumbnails": {"times": ["auto", "90%"], "widths": [320]},
+            "storyboard": {"interval_s": 5.0}
         }))
         .await;
     common::eventually(LIMIT, "the transcode to make progress", || async {

@@ -542,7 +542,19 @@ pub fn make_from_frames(
         Ok(())
     };
     let mut got = vec![false; captures.times.len()];
-    for (i, frame) in frames {
+    loop {
+        // Wake up now and then: a transcode that fails or is canceled may not
+        // drop its end of the channel at once.
+        let (i, frame) = match frames.recv_timeout(std::time::Duration::from_millis(250)) {
+            Ok(next) => next,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if req.cancel.is_cancelled() {
+                    return Err(StillsError::Canceled);
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if req.cancel.is_cancelled() {
             return Err(StillsError::Canceled);
         }
