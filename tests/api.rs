@@ -527,15 +527,7 @@ async fn metrics_count_jobs_and_requests() {
         .submit(&json!({"input": {"key": "uploads/none.mp4"}, "probe": true}))
         .await;
     node.wait_done(&id, JOB_LIMIT).await;
-    let text = node
-        .client
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics().await;
     assert!(
         text.contains("media_node_jobs{status=\"failed\"} 1"),
         "{text}"

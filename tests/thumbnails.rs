@@ -473,15 +473,7 @@ async fn floods_and_oversize_images_are_refused_cheaply() {
     // The node is still healthy, and ops see what was refused.
     let res = node.client.get(node.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let metrics = node
-        .client
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("media_node_job_failures_total{code=\"image_too_large\"} 2"),
         "{metrics}"
@@ -514,15 +506,7 @@ async fn stills_and_renditions_come_from_one_job() {
     assert!(posters.iter().all(|p| p["format"] == "webp"));
     assert_eq!(outputs(&job, "storyboard").len(), 1);
     assert_eq!(outputs(&job, "storyboard_vtt")[0]["tiles"], 3);
-    let metrics = node
-        .client
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("media_node_outputs_total{kind=\"poster\"} 2"),
         "{metrics}"

@@ -278,12 +278,22 @@ impl Drop for FrameGrabber {
 /// raw timestamps; the segment maps them back), in seconds.
 fn stream_time_s(sample: &gst::SampleRef, pts: Option<gst::ClockTime>) -> f64 {
     let Some(pts) = pts else { return 0.0 };
-    let stream = sample
-        .segment()
+    to_stream_seconds(sample.segment(), pts)
+}
+
+/// [`stream_time_s`] for a buffer of `pad`, from the pad's current segment.
+pub(crate) fn pad_stream_seconds(pad: &gst::Pad, pts: gst::ClockTime) -> f64 {
+    let segment = pad.sticky_event::<gst::event::Segment>(0);
+    to_stream_seconds(segment.as_ref().map(|e| e.segment()), pts)
+}
+
+fn to_stream_seconds(segment: Option<&gst::Segment>, pts: gst::ClockTime) -> f64 {
+    segment
         .and_then(|s| s.downcast_ref::<gst::ClockTime>())
         .and_then(|s| s.to_stream_time(pts))
-        .unwrap_or(pts);
-    stream.nseconds() as f64 / 1e9
+        .unwrap_or(pts)
+        .nseconds() as f64
+        / 1e9
 }
 
 fn frame_from_sample(sample: &gst::SampleRef) -> Result<Frame, MediaError> {

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::frames::pad_stream_seconds;
+
 /// Frames this close before a wanted time are always decoded (one frame at
 /// 10 fps: the frame shown at the time starts at most one frame before it).
 const BEFORE_S: f64 = 0.1;
@@ -134,15 +136,7 @@ pub fn install(decoder_sink: &gst::Pad, wanted: Wanted) {
                     let Some(pts) = buffer.pts() else {
                         return gst::PadProbeReturn::Ok;
                     };
-                    let at = pad
-                        .sticky_event::<gst::event::Segment>(0)
-                        .and_then(|e| {
-                            e.segment()
-                                .downcast_ref::<gst::ClockTime>()
-                                .and_then(|s| s.to_stream_time(pts))
-                        })
-                        .unwrap_or(pts);
-                    let at = at.nseconds() as f64 / 1e9;
+                    let at = pad_stream_seconds(pad, pts);
                     if wanted.needed(at) {
                         return gst::PadProbeReturn::Ok;
                     }

@@ -14,7 +14,7 @@ use std::sync::mpsc::SyncSender;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::frames::{Frame, frame_from_buffer};
+use super::frames::{Frame, frame_from_buffer, pad_stream_seconds};
 
 /// Frames in flight between the tap and the stills thread.
 pub const CHANNEL_FRAMES: usize = 4;
@@ -77,16 +77,7 @@ pub fn install(pad: &gst::Pad, times: Vec<f64>, sender: SyncSender<(usize, Frame
                     let Some(pts) = buffer.pts() else {
                         return gst::PadProbeReturn::Ok;
                     };
-                    let at = pad
-                        .sticky_event::<gst::event::Segment>(0)
-                        .and_then(|e| {
-                            e.segment()
-                                .downcast_ref::<gst::ClockTime>()
-                                .and_then(|s| s.to_stream_time(pts))
-                        })
-                        .unwrap_or(pts)
-                        .nseconds() as f64
-                        / 1e9;
+                    let at = pad_stream_seconds(pad, pts);
                     // Half a millisecond of slack for rounded timestamps.
                     if at + 0.0005 < times[state.next] {
                         state.last = Some((buffer.clone(), at));
