@@ -39,7 +39,7 @@ use self::spec::{Resolved, StoryboardSpec, Time};
 use self::still::{StillError, StillLimits};
 use crate::media::MediaError;
 use crate::media::probe::Probe;
-use crate::media::transcode::plan::{ColorPlan, Orientation};
+use crate::media::transcode::plan::{color_plan, orientation_of};
 use crate::output::{FileKind, ProducedFile, join_key};
 
 /// Stills jobs running at once on this node.
@@ -148,13 +148,7 @@ pub fn is_photo(path: &Path) -> bool {
 
 /// Makes every still asked for. Blocking: run it on the blocking pool.
 pub fn make(req: &Request) -> Result<Produced, StillsError> {
-    let out_dir = req.work_dir.join("stills");
-    std::fs::create_dir_all(&out_dir).map_err(|e| StillsError::Io(e.to_string()))?;
-    let mut writer = Writer {
-        out_dir,
-        prefix: req.prefix,
-        produced: Produced::default(),
-    };
+    let mut writer = Writer::new(req)?;
     match req.probe {
         None => {
             if req.storyboard.is_some() {
@@ -175,7 +169,18 @@ struct Writer<'a> {
     produced: Produced,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// Writes below the job's work dir, keys below its prefix.
+    fn new(req: &Request<'a>) -> Result<Writer<'a>, StillsError> {
+        let out_dir = req.work_dir.join("stills");
+        std::fs::create_dir_all(&out_dir).map_err(|e| StillsError::Io(e.to_string()))?;
+        Ok(Writer {
+            out_dir,
+            prefix: req.prefix,
+            produced: Produced::default(),
+        })
+    }
+
     fn write(
         &mut self,
         rel: &str,
@@ -282,7 +287,7 @@ fn time_label(t: &Time) -> String {
 }
 
 fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), StillsError> {
-    let plan_orientation = orientation(probe);
+    let plan_orientation = orientation_of(probe);
     let color = color_plan(probe);
     let duration = probe.duration_s;
     let grabber = FrameGrabber::open(req.input, plan_orientation, color, duration)?;
@@ -504,13 +509,7 @@ pub fn make_from_frames(
     captures: &Captures,
     frames: std::sync::mpsc::Receiver<(usize, Frame)>,
 ) -> Result<Produced, StillsError> {
-    let out_dir = req.work_dir.join("stills");
-    std::fs::create_dir_all(&out_dir).map_err(|e| StillsError::Io(e.to_string()))?;
-    let mut writer = Writer {
-        out_dir,
-        prefix: req.prefix,
-        produced: Produced::default(),
-    };
+    let mut writer = Writer::new(req)?;
     let duration = probe.duration_s;
     let mut candidates: Vec<Frame> = Vec::new();
     let mut sheets: Option<Sheets> = None;
@@ -573,8 +572,12 @@ pub fn make_from_frames(
         "stills from the transcode's decode"
     );
     if !missing.is_empty() {
-        let grabber =
-            FrameGrabber::open(req.input, orientation(probe), color_plan(probe), duration)?;
+        let grabber = FrameGrabber::open(
+            req.input,
+            orientation_of(probe),
+            color_plan(probe),
+            duration,
+        )?;
         for i in missing {
             let mode = match captures.purposes[i] {
                 Purpose::Still(_) => SeekMode::Accurate,
@@ -716,12 +719,4 @@ impl Sheets {
             }));
         Ok(())
     }
-}
-
-fn orientation(probe: &Probe) -> Orientation {
-    crate::media::transcode::plan::orientation_of(probe)
-}
-
-fn color_plan(probe: &Probe) -> ColorPlan {
-    crate::media::transcode::plan::color_plan(probe)
 }
