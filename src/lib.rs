@@ -6,6 +6,7 @@
 //! | [`api`]     | the HTTP API, errors as problem JSON, auth, `/media`        |
 //! | [`jobs`]    | job specs, the durable queue, workers, webhooks             |
 //! | [`media`]   | GStreamer: init, allow-list, probe, transcode, HLS          |
+//! | [`overlay`] | shoppable tags: cards burned in, timed data              |
 //! | [`presets`] | declarative presets from `pipelines/`                      |
 //! | [`store`]   | object storage: filesystem and S3                           |
 //! | [`metrics`] | Prometheus metrics                                          |
@@ -18,6 +19,7 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod output;
+pub mod overlay;
 pub mod presets;
 pub mod process;
 pub mod store;

@@ -116,6 +116,7 @@ pub async fn run(
         store: Arc::new(store),
         presets: Arc::new(presets),
         limits: config.limits.clone(),
+        tag_fonts: config.tag_fonts.0.clone(),
         input_override: Some(input),
         work_dir,
         progress,

@@ -13,6 +13,9 @@ use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
 use crate::media::probe::{Probe, StreamProbe};
 use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, Skipped};
+use crate::overlay::layout::Rect;
+use crate::overlay::spec::{PositionSpec, PriceSpec, TagSpec};
+use crate::overlay::{TagOutput, TagsOutput};
 use crate::thumbnail::encode::StillFormat;
 use crate::thumbnail::resize::{Filter, Fit};
 use crate::thumbnail::spec::{BoxSpec, QualitySpec, StoryboardSpec, ThumbnailsSpec, TimeSpec};
@@ -41,7 +44,7 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         ObjectView, Probe, StreamProbe, Health, Readiness, Check, RenditionsSpec, Format,
         Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
-        SheetEntry, VttEntry
+        SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect
     )),
     modifiers(&BearerAuth),
     tags(

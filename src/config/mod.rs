@@ -89,6 +89,10 @@ pub struct Config {
     /// A folder laid out like the repository's `pipelines/` whose presets add to or
     /// replace the built-in ones. Unset: built-in presets only.
     pub pipelines_dir: Option<PathBuf>,
+    /// Font files (TTF/OTF) for shoppable-tag text in scripts the shipped Noto
+    /// Sans subset lacks (it covers Latin, Greek and Cyrillic), e.g. a CJK font.
+    /// Tried in order after it. In the environment: paths separated by `:`.
+    pub tag_fonts: FontFiles,
     pub s3: S3Config,
     pub db: DbConfig,
     pub jobs: JobsConfig,
@@ -106,6 +110,7 @@ impl Default for Config {
             api_token: Secrets::default(),
             store: StoreKind::Fs,
             pipelines_dir: None,
+            tag_fonts: FontFiles::default(),
             s3: S3Config::default(),
             db: DbConfig::default(),
             jobs: JobsConfig::default(),
@@ -113,6 +118,31 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             log: LogConfig::default(),
         }
+    }
+}
+
+/// A list of font files: a TOML array, or one string of paths separated by `:`
+/// (how it comes from an environment variable).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct FontFiles(pub Vec<PathBuf>);
+
+impl<'de> Deserialize<'de> for FontFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<PathBuf>),
+            Joined(String),
+        }
+        Ok(FontFiles(match Form::deserialize(d)? {
+            Form::List(list) => list,
+            Form::Joined(text) => text
+                .split(':')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| PathBuf::from(p.trim()))
+                .collect(),
+        }))
     }
 }
 
@@ -523,6 +553,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        crate::overlay::text::Fonts::new(&self.tag_fonts.0)
+            .map_err(|e| invalid("tag_fonts", "MEDIA_NODE_TAG_FONTS", e.to_string()))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| invalid("log.filter", "MEDIA_NODE_LOG_FILTER", e.to_string()))?;
         Ok(())

@@ -4,6 +4,7 @@
 //! webhooks) and media work. It touches nothing but its arguments, so it can later
 //! move into a sandboxed child process without changing either side.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::media::probe::Probe;
 use crate::media::transcode;
 use crate::media::{self, MediaError};
 use crate::output::{FileKind, ProducedFile};
+use crate::overlay;
 use crate::presets::Presets;
 use crate::store::{DynStore, ObjectKey, PutOptions, StoreError, Visibility, content_type_for};
 use crate::thumbnail::{self, StillsError, still::StillLimits};
@@ -54,6 +56,8 @@ pub struct JobContext {
     pub store: DynStore,
     pub presets: std::sync::Arc<Presets>,
     pub limits: LimitsConfig,
+    /// Fallback fonts for tag text (`tag_fonts`).
+    pub tag_fonts: Vec<PathBuf>,
     /// Read the input from this local file instead of the store (`media-node
     /// process`).
     pub input_override: Option<PathBuf>,
@@ -182,10 +186,26 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     // Progress: the transcode up to 75 % (90 % alone or with stills tapped from
     // its decode), stills to 90 %, publishing the rest.
     let mut stills = None;
+    let mut poster_windows = Vec::new();
     if let (Some(renditions), Some(probe)) = (&spec.renditions, &probe) {
+        let plan = plan_transcode(probe, renditions, ctx)?;
+        let tags = if spec.tags.is_empty() {
+            None
+        } else {
+            let prepared = prepare_tags(spec, probe, &plan, ctx).await?;
+            poster_windows = prepared.windows();
+            Some(prepared)
+        };
         // Stills of a transcoded video come from the transcode's own decode.
         let tapped = if wants_stills {
-            Some(start_tapped_stills(&input, probe, spec, &prefix, ctx)?)
+            Some(start_tapped_stills(
+                &input,
+                probe,
+                spec,
+                &prefix,
+                poster_windows.clone(),
+                ctx,
+            )?)
         } else {
             None
         };
@@ -193,7 +213,16 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
             Some((tap, task, stop)) => (Some(tap), Some((task, stop))),
             None => (None, None),
         };
-        let transcoded = run_transcode(&input, probe, renditions, &prefix, 90, tap, ctx).await;
+        let hooks = transcode::pipeline::Hooks {
+            tap,
+            rung: tags.as_ref().map(burn_in_hook),
+        };
+        let dateranges = tags
+            .as_ref()
+            .map(|t| overlay::timed::dateranges(&t.tags))
+            .unwrap_or_default();
+        let transcoded =
+            run_transcode(&input, probe, &plan, &prefix, 90, hooks, &dateranges, ctx).await;
         let (made, skipped, produced) = match transcoded {
             Ok(done) => done,
             Err(e) => {
@@ -212,12 +241,30 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         }
         outputs.extend(made);
         files.extend(produced);
+        if let Some(tags) = &tags {
+            let (entries, written) = write_tag_files(tags, &prefix, ctx)?;
+            for o in &entries {
+                outputs.push(to_json(o)?);
+            }
+            files.extend(written);
+        }
         result.insert("skipped".into(), to_json(&skipped)?);
     }
     if wants_stills {
         let stills = match stills {
             Some(made) => made,
-            None => run_stills(&input, probe.as_ref(), spec, &prefix, 5, ctx).await?,
+            None => {
+                run_stills(
+                    &input,
+                    probe.as_ref(),
+                    spec,
+                    &prefix,
+                    5,
+                    poster_windows,
+                    ctx,
+                )
+                .await?
+            }
         };
         for o in &stills.outputs {
             outputs.push(to_json(o)?);
@@ -291,13 +338,14 @@ fn start_tapped_stills(
     probe: &Probe,
     spec: &JobSpec,
     prefix: &str,
+    poster_windows: Vec<(f64, f64)>,
     ctx: &JobContext,
 ) -> Result<(transcode::pipeline::VideoTap, StillsTask, CancellationToken), RunError> {
     let thumbnails = resolve_stills(spec, ctx)?;
     let captures = thumbnail::captures(
         thumbnails.as_ref(),
         spec.storyboard.as_ref(),
-        &[],
+        &poster_windows,
         probe.duration_s,
     );
     let (sender, frames) = std::sync::mpsc::sync_channel(thumbnail::tap::CHANNEL_FRAMES);
@@ -315,7 +363,7 @@ fn start_tapped_stills(
                 probe: Some(&probe),
                 thumbnails: thumbnails.as_ref(),
                 storyboard: storyboard.as_ref(),
-                poster_windows: Vec::new(),
+                poster_windows,
                 limits,
                 work_dir: &work_dir,
                 prefix: &prefix,
@@ -337,6 +385,7 @@ async fn run_stills(
     spec: &JobSpec,
     prefix: &str,
     progress_start: u8,
+    poster_windows: Vec<(f64, f64)>,
     ctx: &JobContext,
 ) -> Result<thumbnail::Produced, RunError> {
     let thumbnails = resolve_stills(spec, ctx)?;
@@ -356,7 +405,7 @@ async fn run_stills(
             probe: probe.as_ref(),
             thumbnails: thumbnails.as_ref(),
             storyboard: storyboard.as_ref(),
-            poster_windows: Vec::new(),
+            poster_windows,
             limits,
             work_dir: &work_dir,
             prefix: &prefix,
@@ -410,17 +459,12 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Transcodes; returns the result entries, the skipped rungs and the files to
-/// publish.
-async fn run_transcode(
-    input: &std::path::Path,
+/// The transcode plan for `spec`'s ladder.
+fn plan_transcode(
     probe: &Probe,
     spec: &RenditionsSpec,
-    prefix: &str,
-    progress_end: u8,
-    tap: Option<transcode::pipeline::VideoTap>,
     ctx: &JobContext,
-) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
+) -> Result<transcode::Plan, RunError> {
     let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
         RunError::permanent(
             "spec_invalid",
@@ -435,6 +479,22 @@ async fn run_transcode(
         fps = format!("{}/{}", plan.video.fps_n, plan.video.fps_d),
         "transcode planned"
     );
+    Ok(plan)
+}
+
+/// Transcodes; returns the result entries, the skipped rungs and the files to
+/// publish.
+#[allow(clippy::too_many_arguments)]
+async fn run_transcode(
+    input: &std::path::Path,
+    probe: &Probe,
+    plan: &transcode::Plan,
+    prefix: &str,
+    progress_end: u8,
+    hooks: transcode::pipeline::Hooks,
+    dateranges: &[crate::media::hls::DateRange],
+    ctx: &JobContext,
+) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
     // The pipeline's position maps to 5 % .. `progress_end`.
     let sink = ctx.progress.clone();
     let span = f64::from(progress_end.saturating_sub(5));
@@ -442,13 +502,14 @@ async fn run_transcode(
     let produced = transcode::transcode(
         input,
         probe,
-        &plan,
+        plan,
         &ctx.work_dir,
         prefix,
         Duration::from_millis(ctx.limits.probe_timeout_ms),
         &ctx.cancel,
         &progress,
-        tap,
+        hooks,
+        dateranges,
     )
     .await?
     .ok_or(RunError::Canceled)?;
@@ -458,6 +519,174 @@ async fn run_transcode(
         .map(to_json)
         .collect::<Result<Vec<_>, _>>()?;
     Ok((outputs, produced.skipped, produced.files))
+}
+
+/// Fetches the tags' product photos and draws the tags for `plan`'s renditions.
+async fn prepare_tags(
+    spec: &JobSpec,
+    probe: &Probe,
+    plan: &transcode::Plan,
+    ctx: &JobContext,
+) -> Result<overlay::Prepared, RunError> {
+    let images = fetch_tag_images(spec, ctx).await?;
+    let targets: Vec<overlay::Target> = plan
+        .video
+        .rungs
+        .iter()
+        .map(|r| overlay::Target {
+            name: r.name.clone(),
+            width: r.width,
+            height: r.height,
+        })
+        .collect();
+    let (tags, presets, fonts) = (
+        spec.tags.clone(),
+        ctx.presets.clone(),
+        ctx.tag_fonts.clone(),
+    );
+    let duration = probe.duration_s;
+    let started = std::time::Instant::now();
+    let prepared = tokio::task::spawn_blocking(move || {
+        overlay::prepare(&tags, &presets, &fonts, &images, &targets, duration)
+    })
+    .await
+    .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?
+    .map_err(|e| RunError::permanent(e.code(), e.to_string()))?;
+    info!(
+        tags = prepared.tags.len(),
+        renditions = prepared.burn_ins.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "tag cards drawn"
+    );
+    Ok(prepared)
+}
+
+/// The tags' product photos, decoded, by store key.
+async fn fetch_tag_images(
+    spec: &JobSpec,
+    ctx: &JobContext,
+) -> Result<HashMap<String, overlay::card::ProductImage>, RunError> {
+    let mut images = HashMap::new();
+    for (i, key) in spec
+        .tags
+        .iter()
+        .filter_map(|t| t.image.as_ref())
+        .enumerate()
+    {
+        if images.contains_key(key.as_str()) {
+            continue;
+        }
+        let path = ctx.work_dir.join(format!("tag-image-{i}"));
+        match ctx
+            .store
+            .get_to_file(key, &path, ctx.limits.max_image_bytes)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                return Err(RunError::permanent(
+                    "tag_image_not_found",
+                    format!("no product photo at `{key}`"),
+                ));
+            }
+            Err(StoreError::TooLarge { .. }) => {
+                return Err(RunError::permanent(
+                    "tag_image_invalid",
+                    format!(
+                        "product photo `{key}` is larger than {} bytes",
+                        ctx.limits.max_image_bytes
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let limits = still_limits(ctx);
+        let decoded = tokio::task::spawn_blocking(move || {
+            // A card shows the photo a few hundred pixels wide at most.
+            let size = thumbnail::resize::Size::Box {
+                width: TAG_IMAGE_MAX_SIDE,
+                height: TAG_IMAGE_MAX_SIDE,
+                fit: thumbnail::resize::Fit::Cover,
+            };
+            thumbnail::still::load(&path, &limits, &[size])
+        })
+        .await
+        .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?
+        .map_err(|e| {
+            RunError::permanent("tag_image_invalid", format!("product photo `{key}`: {e}"))
+        })?;
+        images.insert(key.as_str().to_string(), product_image(decoded));
+    }
+    Ok(images)
+}
+
+/// Largest side a product photo is decoded at (JPEGs shrink while decoding).
+const TAG_IMAGE_MAX_SIDE: u32 = 512;
+
+fn product_image(p: thumbnail::still::Picture) -> overlay::card::ProductImage {
+    let rgba = if p.channels == 4 {
+        p.data
+    } else {
+        p.data
+            .chunks_exact(3)
+            .flat_map(|c| [c[0], c[1], c[2], 255])
+            .collect()
+    };
+    overlay::card::ProductImage {
+        width: p.width,
+        height: p.height,
+        rgba,
+    }
+}
+
+/// The transcode hook that burns each rendition's cards into its frames.
+fn burn_in_hook(tags: &overlay::Prepared) -> transcode::pipeline::RungHook {
+    let burn_ins = tags.burn_ins.clone();
+    Box::new(move |rung, pad| {
+        if let Some(burn) = burn_ins.get(&rung.name) {
+            burn.clone().install(pad, rung.width, rung.height);
+        }
+    })
+}
+
+/// Writes the JSON sidecar and the WebVTT track to the work dir.
+fn write_tag_files(
+    tags: &overlay::Prepared,
+    prefix: &str,
+    ctx: &JobContext,
+) -> Result<(Vec<overlay::TagOutput>, Vec<ProducedFile>), RunError> {
+    let dir = ctx.work_dir.join("out").join("tags");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RunError::transient("work_dir_error", e.to_string()))?;
+    let (w, h) = tags.frame;
+    let docs = [
+        ("tags.json", overlay::timed::sidecar(&tags.tags, w, h)),
+        ("tags.vtt", overlay::timed::webvtt(&tags.tags)),
+    ];
+    let mut outputs = Vec::new();
+    let mut files = Vec::new();
+    for (name, text) in docs {
+        let path = dir.join(name);
+        std::fs::write(&path, &text)
+            .map_err(|e| RunError::transient("work_dir_error", e.to_string()))?;
+        let rel = format!("tags/{name}");
+        let entry = overlay::TagsOutput {
+            key: crate::output::join_key(prefix, &rel),
+            tags: tags.tags.len(),
+            bytes: text.len() as u64,
+        };
+        outputs.push(if name.ends_with(".json") {
+            overlay::TagOutput::TagsJson(entry)
+        } else {
+            overlay::TagOutput::TagsVtt(entry)
+        });
+        files.push(ProducedFile {
+            rel_key: rel,
+            path,
+            kind: FileKind::Playlist,
+        });
+    }
+    Ok((outputs, files))
 }
 
 /// Uploads files in order (media, then media playlists, then the master), media in

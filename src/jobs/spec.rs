@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::media::transcode::Format;
+use crate::overlay::spec::TagSpec;
 use crate::presets::Presets;
 use crate::store::ObjectKey;
 use crate::thumbnail::spec::{Resolved, StoryboardSpec, ThumbnailsSpec};
@@ -34,6 +35,11 @@ pub struct JobSpec {
     /// Scrubbing previews: tiles in sprite sheets with a WebVTT index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storyboard: Option<StoryboardSpec>,
+    /// Shoppable tags: product cards burned into every rendition between their
+    /// times, and published as timed data (`tags_json`, `tags_vtt`, HLS
+    /// `EXT-X-DATERANGE`). Needs `renditions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagSpec>,
     /// Where to POST the job view when the job ends (Standard Webhooks signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
@@ -142,6 +148,15 @@ impl JobSpec {
         }
         if let Some(sb) = &self.storyboard {
             sb.validate("storyboard", &mut errors);
+        }
+        if !self.tags.is_empty() {
+            if self.renditions.is_none() {
+                errors.push(FieldError::new(
+                    "tags",
+                    "tags are burned into renditions: ask for `renditions` too",
+                ));
+            }
+            crate::overlay::spec::validate(&self.tags, ctx.presets, "tags", &mut errors);
         }
         if let Some(url) = &self.callback_url {
             if url.len() > MAX_CALLBACK_URL_BYTES {

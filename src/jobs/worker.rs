@@ -225,6 +225,7 @@ impl Worker {
             store: deps.store.clone(),
             presets: deps.presets.clone(),
             limits: deps.config.limits.clone(),
+            tag_fonts: deps.config.tag_fonts.0.clone(),
             input_override: None,
             work_dir: work_dir.clone(),
             progress: progress_sink,

@@ -3,7 +3,8 @@
 //! resolution, frame rate and codecs.
 
 use m3u8_rs::{
-    MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+    ExtTag, MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution,
+    VariantStream,
 };
 
 /// One segment of a media playlist.
@@ -51,8 +52,30 @@ pub fn bandwidth(segments: &[Segment]) -> (u64, u64) {
     (peak.max(average).ceil() as u64, average.ceil() as u64)
 }
 
-/// A complete (VOD) media playlist.
-pub fn media_playlist(segments: &[Segment]) -> String {
+/// One `EXT-X-DATERANGE` of a media playlist: its start in media seconds (it is
+/// written before the segment it starts in) and its attribute list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateRange {
+    pub start_s: f64,
+    pub attributes: String,
+}
+
+/// Media time 0 as a date, announced with `EXT-X-PROGRAM-DATE-TIME` on the first
+/// segment of playlists that carry date ranges (which need one). A fixed origin
+/// keeps re-runs byte-identical.
+const PROGRAM_DATE_ORIGIN_S: f64 = 0.0;
+
+/// `START-DATE` of media time `s` (ISO 8601, milliseconds, UTC).
+pub fn iso_date(s: f64) -> String {
+    let ms = ((PROGRAM_DATE_ORIGIN_S + s.max(0.0)) * 1000.0).round() as i64;
+    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A complete (VOD) media playlist, with `ranges` as `EXT-X-DATERANGE` tags.
+/// (m3u8-rs keeps one date range per segment and writes its attributes in hash
+/// order, so they are written here as plain tags, in a fixed order.)
+pub fn media_playlist(segments: &[Segment], ranges: &[DateRange]) -> String {
     let target = segments
         .iter()
         .map(|s| s.duration_s.round() as u64)
@@ -65,9 +88,11 @@ pub fn media_playlist(segments: &[Segment]) -> String {
         media_sequence: 0,
         segments: segments
             .iter()
-            .map(|s| MediaSegment {
+            .enumerate()
+            .map(|(i, s)| MediaSegment {
                 uri: s.uri.clone(),
                 duration: s.duration_s as f32,
+                unknown_tags: segment_tags(segments, i, ranges),
                 ..Default::default()
             })
             .collect(),
@@ -77,6 +102,38 @@ pub fn media_playlist(segments: &[Segment]) -> String {
         ..Default::default()
     };
     render(|w| playlist.write_to(w))
+}
+
+/// The date ranges starting in segment `i` (those past the end go to the last
+/// one), after the program date-time on the first segment.
+fn segment_tags(segments: &[Segment], i: usize, ranges: &[DateRange]) -> Vec<ExtTag> {
+    if ranges.is_empty() {
+        return Vec::new();
+    }
+    let start: f64 = segments[..i].iter().map(|s| s.duration_s).sum();
+    let end = start + segments[i].duration_s;
+    let last = i + 1 == segments.len();
+    let mut tags = Vec::new();
+    if i == 0 {
+        tags.push(ExtTag {
+            tag: "X-PROGRAM-DATE-TIME".into(),
+            rest: Some(iso_date(0.0)),
+        });
+    }
+    for r in ranges {
+        let here = if i == 0 {
+            r.start_s < end
+        } else {
+            r.start_s >= start && (r.start_s < end || last)
+        };
+        if here {
+            tags.push(ExtTag {
+                tag: "X-DATERANGE".into(),
+                rest: Some(r.attributes.clone()),
+            });
+        }
+    }
+    tags
 }
 
 /// The master playlist, variants listed from the highest bandwidth down.
@@ -139,13 +196,39 @@ mod tests {
 
     #[test]
     fn media_playlists_parse_back() {
-        let text = media_playlist(&segments());
+        let text = media_playlist(&segments(), &[]);
         let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
         assert_eq!(parsed.target_duration, 4);
         assert!(parsed.end_list);
         assert_eq!(parsed.segments.len(), 3);
         assert_eq!(parsed.segments[1].uri, "seg_00001.ts");
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+    }
+
+    #[test]
+    fn date_ranges_go_before_the_segment_they_start_in() {
+        let ranges = [
+            DateRange {
+                start_s: 5.0,
+                attributes: "ID=\"b\",START-DATE=\"1970-01-01T00:00:05.000Z\",DURATION=1.000"
+                    .into(),
+            },
+            DateRange {
+                start_s: 0.5,
+                attributes: "ID=\"a\",START-DATE=\"1970-01-01T00:00:00.500Z\",DURATION=2.000"
+                    .into(),
+            },
+        ];
+        let text = media_playlist(&segments(), &ranges);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+        assert!(at("#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z") < at("#EXTINF"));
+        assert!(at("#EXT-X-DATERANGE:ID=\"a\"") < at("seg_00000.ts"));
+        let b = at("#EXT-X-DATERANGE:ID=\"b\"");
+        assert!(b > at("seg_00000.ts") && b < at("seg_00001.ts"));
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.segments.len(), 3);
+        assert!(parsed.segments[0].program_date_time.is_some());
     }
 
     #[test]

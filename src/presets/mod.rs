@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use ladder::{AudioPreset, H264Profile, Ladder, Rung};
 
+use crate::overlay::style::TagStyle;
 use crate::thumbnail::spec::ThumbnailsSpec;
 
 const BUILTIN_LADDERS: &[(&str, &str)] = &[
@@ -34,6 +35,15 @@ const BUILTIN_THUMBNAILS: &[(&str, &str)] = &[
         include_str!("../../pipelines/thumbnails/search.toml"),
     ),
 ];
+
+const BUILTIN_TAG_STYLES: &[(&str, &str)] = &[
+    ("default", include_str!("../../pipelines/tags/default.toml")),
+    ("light", include_str!("../../pipelines/tags/light.toml")),
+];
+
+fn parse_tag_style(text: &str, source: &str) -> Result<TagStyle, PresetError> {
+    TagStyle::parse(text).map_err(|e| invalid(source, e))
+}
 
 /// A thumbnail preset: a `thumbnails` spec with a description.
 fn parse_thumbnails(text: &str, source: &str) -> Result<ThumbnailsSpec, PresetError> {
@@ -80,6 +90,7 @@ fn invalid(source_name: &str, message: impl Into<String>) -> PresetError {
 pub struct Presets {
     ladders: BTreeMap<String, Ladder>,
     thumbnails: BTreeMap<String, ThumbnailsSpec>,
+    tag_styles: BTreeMap<String, TagStyle>,
 }
 
 impl Presets {
@@ -95,9 +106,15 @@ impl Presets {
             let source = format!("pipelines/thumbnails/{name}.toml (built in)");
             thumbnails.insert(name.to_string(), parse_thumbnails(text, &source)?);
         }
+        let mut tag_styles = BTreeMap::new();
+        for (name, text) in BUILTIN_TAG_STYLES {
+            let source = format!("pipelines/tags/{name}.toml (built in)");
+            tag_styles.insert(name.to_string(), parse_tag_style(text, &source)?);
+        }
         Ok(Presets {
             ladders,
             thumbnails,
+            tag_styles,
         })
     }
 
@@ -116,6 +133,10 @@ impl Presets {
             let spec = parse_thumbnails(&text, &source)?;
             presets.thumbnails.insert(name, spec);
         }
+        for (name, text, source) in read_folder(&dir.join("tags"))? {
+            let style = parse_tag_style(&text, &source)?;
+            presets.tag_styles.insert(name, style);
+        }
         Ok(presets)
     }
 
@@ -125,6 +146,14 @@ impl Presets {
 
     pub fn thumbnail_names(&self) -> impl Iterator<Item = &str> {
         self.thumbnails.keys().map(String::as_str)
+    }
+
+    pub fn tag_style(&self, name: &str) -> Option<&TagStyle> {
+        self.tag_styles.get(name)
+    }
+
+    pub fn tag_style_names(&self) -> impl Iterator<Item = &str> {
+        self.tag_styles.keys().map(String::as_str)
     }
 
     pub fn ladder(&self, name: &str) -> Option<&Ladder> {
@@ -198,6 +227,7 @@ mod tests {
         assert!(presets.ladder("small").is_some());
         assert!(presets.thumbnails("default").is_some());
         assert!(presets.thumbnails("search").is_some());
+        assert!(presets.tag_style("default").is_some());
     }
 
     #[test]

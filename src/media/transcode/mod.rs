@@ -99,12 +99,21 @@ pub async fn transcode(
     probe_timeout: Duration,
     cancel: &CancellationToken,
     progress: ProgressFn<'_>,
-    tap: Option<pipeline::VideoTap>,
+    hooks: pipeline::Hooks,
+    dateranges: &[hls::DateRange],
 ) -> Result<Option<Produced>, MediaError> {
     let out_dir = work_dir.join("out");
     let duration = Duration::from_secs_f64(probe.duration_s.max(0.0));
-    let Some(rungs) =
-        pipeline::run(input, plan, &out_dir, Some(duration), cancel, progress, tap).await?
+    let Some(rungs) = pipeline::run(
+        input,
+        plan,
+        &out_dir,
+        Some(duration),
+        cancel,
+        progress,
+        hooks,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -167,7 +176,7 @@ pub async fn transcode(
                 });
             }
             let playlist_path = files.dir.join("index.m3u8");
-            std::fs::write(&playlist_path, hls::media_playlist(&segments))
+            std::fs::write(&playlist_path, hls::media_playlist(&segments, dateranges))
                 .map_err(|e| MediaError::Io(e.to_string()))?;
             let rel = format!("hls/{}/index.m3u8", rung.rung.name);
             playlists.push(ProducedFile {

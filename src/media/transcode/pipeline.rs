@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Stills asked in the same job tap the video tee's input (see
-//! `thumbnail::tap`): no second decode.
+//! `thumbnail::tap`): no second decode. Shoppable tags are burned in on each
+//! rung's encoder input, at the rung's own size (see `overlay::blend`).
 //!
 //! Privacy: every tag event leaving the decoder is dropped, so nothing the input
 //! carried (location, device make and model, creation time) reaches a muxer; the
@@ -175,12 +176,23 @@ struct Built {
 /// must let every buffer through.
 pub type VideoTap = Box<dyn FnOnce(&gst::Pad) + Send>;
 
-fn build(
-    input: &Path,
-    plan: &Plan,
-    out_dir: &Path,
-    tap: Option<VideoTap>,
-) -> Result<Built, MediaError> {
+/// Called once per rung with the rung and its encoder's input pad (scaled,
+/// 8-bit I420), for whoever draws into the frames (shoppable tags). Whatever it
+/// installs there must let every buffer through.
+pub type RungHook = Box<dyn Fn(&RungPlan, &gst::Pad) + Send>;
+
+/// What a job adds to a plain transcode.
+#[derive(Default)]
+pub struct Hooks {
+    pub tap: Option<VideoTap>,
+    pub rung: Option<RungHook>,
+}
+
+fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Built, MediaError> {
+    let Hooks {
+        tap,
+        rung: rung_hook,
+    } = hooks;
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("filesrc")
         .property("location", input.to_string_lossy().to_string())
@@ -324,6 +336,9 @@ fn build(
             &static_pad(&scale_queue, "sink")?,
             "video tee",
         )?;
+        if let Some(hook) = &rung_hook {
+            hook(rung, &static_pad(&enc, "sink")?);
+        }
         let codec = Arc::new(Mutex::new(None));
         capture_codec(&static_pad(&h264_caps, "src")?, codec.clone());
         codecs.push(codec);
@@ -495,7 +510,7 @@ pub async fn run(
     duration: Option<Duration>,
     cancel: &CancellationToken,
     progress: ProgressFn<'_>,
-    tap: Option<VideoTap>,
+    hooks: Hooks,
 ) -> Result<Option<Vec<RungFiles>>, MediaError> {
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("{}: {e}", out_dir.display())))?;
@@ -503,7 +518,7 @@ pub async fn run(
         pipeline,
         mut rungs,
         codecs,
-    } = build(input, plan, out_dir, tap)?;
+    } = build(input, plan, out_dir, hooks)?;
 
     // Segment boundaries, from splitmuxsink's messages: location → (start, end).
     let mut fragments: HashMap<String, (Option<u64>, Option<u64>)> = HashMap::new();
