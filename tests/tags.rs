@@ -522,3 +522,25 @@ async fn cjk_titles_draw_with_a_configured_font_and_fail_clearly_without() {
     let done = node.wait_done(&id, LIMIT).await;
     assert_eq!(done["status"], "succeeded", "{done}");
 }
+
+#[tokio::test]
+async fn an_auto_poster_is_taken_while_a_tag_is_shown() {
+    let node = Node::start().await;
+    node.upload_fixture("in/clip.mp4", "landscape-640x360-h264-aac-17s.mp4")
+        .await;
+    let id = node
+        .submit(&json!({
+            "input": {"key": "in/clip.mp4"}, "output_prefix": "poster",
+            "renditions": {"formats": ["mp4"]},
+            "thumbnails": {"times": ["auto"], "widths": [320], "formats": ["jpeg"]},
+            "tags": [tag("t1", true, (11.0, 14.0), (0.05, 0.6), "Blender Pro 3000")]
+        }))
+        .await;
+    let job = node.wait_done(&id, LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let t = job["result"]["poster_time_s"].as_f64().unwrap();
+    assert!(
+        (11.0..14.0).contains(&t),
+        "poster at {t} s, outside the tag's window"
+    );
+}

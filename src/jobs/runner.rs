@@ -216,6 +216,9 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         let hooks = transcode::pipeline::Hooks {
             tap,
             rung: tags.as_ref().map(burn_in_hook),
+            // Cards are converted to BT.709 limited range: the frames they are
+            // drawn into must be too.
+            bt709: tags.is_some(),
         };
         let dateranges = tags
             .as_ref()
@@ -710,8 +713,11 @@ async fn publish(files: &[ProducedFile], prefix: &str, ctx: &JobContext) -> Resu
         done: std::sync::atomic::AtomicUsize::new(0),
         uploaded: std::sync::Mutex::new(Vec::new()),
     };
-    let (media, playlists): (Vec<_>, Vec<_>) =
+    let (media, mut playlists): (Vec<_>, Vec<_>) =
         keyed.iter().partition(|(_, f)| f.kind == FileKind::Media);
+    // Master playlists last (a stable sort keeps the rest in order), so a reader
+    // never finds a master before everything the job publishes.
+    playlists.sort_by_key(|(key, _)| key.as_str().ends_with("master.m3u8"));
     // Collected first: a stream holding the closure would not be `Send`.
     let uploads: Vec<_> = media
         .into_iter()

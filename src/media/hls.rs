@@ -122,7 +122,7 @@ fn segment_tags(segments: &[Segment], i: usize, ranges: &[DateRange]) -> Vec<Ext
     }
     for r in ranges {
         let here = if i == 0 {
-            r.start_s < end
+            r.start_s < end || last
         } else {
             r.start_s >= start && (r.start_s < end || last)
         };
@@ -229,6 +229,16 @@ mod tests {
         let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
         assert_eq!(parsed.segments.len(), 3);
         assert!(parsed.segments[0].program_date_time.is_some());
+        // A range starting past the announced durations still goes somewhere,
+        // one segment or many.
+        let late = [DateRange {
+            start_s: 99.0,
+            attributes: "ID=\"z\"".into(),
+        }];
+        for n in [1, 3] {
+            let text = media_playlist(&segments()[..n], &late);
+            assert!(text.contains("#EXT-X-DATERANGE:ID=\"z\""), "{text}");
+        }
     }
 
     #[test]

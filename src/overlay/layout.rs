@@ -126,7 +126,7 @@ pub fn place(items: &[Item], frame_w: u32, frame_h: u32) -> Result<Vec<Rect>, La
                 frame_h,
             });
         }
-        let (min_y, max_y) = (top, 1.0 - bottom - h);
+        let (min_y, max_y) = (top, (1.0 - bottom - h).max(top));
         let x = item.x.clamp(left, 1.0 - right - w);
         let wanted = Rect {
             x,

@@ -49,7 +49,9 @@ pub enum OverlayError {
         "tag `{id}`: its text has characters none of this node's fonts can draw; add a font that has them with MEDIA_NODE_TAG_FONTS (`tag_fonts`)"
     )]
     MissingGlyphs { id: String },
-    #[error("tag `{id}` starts at {start} s, after the end of the video ({duration:.2} s)")]
+    #[error(
+        "tag `{id}` starts at {start} s, too close to the end of the video ({duration:.2} s) to be shown"
+    )]
     OutsideVideo {
         id: String,
         start: f64,
@@ -171,7 +173,7 @@ pub fn prepare(
         {
             return Err(OverlayError::MissingGlyphs { id: tag.id.clone() });
         }
-        if tag.start >= duration_s {
+        if tag.end.min(duration_s) - tag.start < spec::MIN_WINDOW_S {
             return Err(OverlayError::OutsideVideo {
                 id: tag.id.clone(),
                 start: tag.start,

@@ -19,7 +19,7 @@ const MAX_ID_BYTES: usize = 128;
 /// Narrowest card, as a fraction of the frame width.
 const MIN_WIDTH: f64 = 0.1;
 /// Shortest window a tag may be shown for, in seconds.
-const MIN_WINDOW_S: f64 = 0.2;
+pub const MIN_WINDOW_S: f64 = 0.2;
 
 /// A product tag: drawn as a card into every rendition between `start` and
 /// `end`, and published as timed data (JSON sidecar, WebVTT metadata, HLS

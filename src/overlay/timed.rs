@@ -96,7 +96,7 @@ fn vtt_time(s: f64) -> String {
     )
 }
 
-/// A WebVTT metadata track: one cue per tag, identified by the tag id, whose
+/// A WebVTT metadata track: one cue per tag, identified `tag-{id}`, whose
 /// payload is the tag's JSON on one line.
 pub fn webvtt(tags: &[TimedTag]) -> String {
     let mut out = String::from("WEBVTT - media-node product tags\n\n");
@@ -108,8 +108,10 @@ pub fn webvtt(tags: &[TimedTag]) -> String {
         let json = serde_json::to_string(tag)
             .unwrap_or_default()
             .replace('>', "\\u003e");
+        // Cue ids are prefixed: a block starting with `NOTE`, `STYLE` or
+        // `REGION` would be read as something else by some parsers.
         out.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
+            "tag-{}\n{} --> {}\n{}\n\n",
             tag.id,
             vtt_time(tag.start),
             vtt_time(tag.end),
@@ -182,7 +184,7 @@ mod tests {
         let text = webvtt(&tags());
         assert!(text.starts_with("WEBVTT"));
         let cue: Vec<&str> = text.split("\n\n").nth(1).unwrap().lines().collect();
-        assert_eq!(cue[0], "t1");
+        assert_eq!(cue[0], "tag-t1");
         assert_eq!(cue[1], "00:00:02.000 --> 00:00:06.000");
         assert_eq!(cue.len(), 3);
         assert!(!cue[2].contains("-->"));

@@ -186,12 +186,17 @@ pub type RungHook = Box<dyn Fn(&RungPlan, &gst::Pad) + Send>;
 pub struct Hooks {
     pub tap: Option<VideoTap>,
     pub rung: Option<RungHook>,
+    /// Convert every source to BT.709 limited range, not only HDR and wide-gamut
+    /// ones (BT.601 and full-range sources otherwise keep their colours): for
+    /// hooks that draw in known colours.
+    pub bt709: bool,
 }
 
 fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Built, MediaError> {
     let Hooks {
         tap,
         rung: rung_hook,
+        bt709,
     } = hooks;
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("filesrc")
@@ -220,7 +225,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     // output; RGB, 4:4:4 and 10-bit sources are converted once, here).
     let convert = make("videoconvert")?;
     let mut i420 = gst::Caps::builder("video/x-raw").field("format", "I420");
-    if v.color != ColorPlan::Passthrough {
+    if v.color != ColorPlan::Passthrough || bt709 {
         // To BT.709: matrix and primaries converted; the transfer function too
         // for PQ (see `ColorPlan`).
         if v.color == ColorPlan::ConvertPq {
