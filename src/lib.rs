@@ -5,6 +5,7 @@
 //! | [`config`]  | layered settings (defaults, TOML, `MEDIA_NODE_*`)           |
 //! | [`api`]     | the HTTP API, errors as problem JSON, auth, `/media`        |
 //! | [`jobs`]    | job specs, the durable queue, workers, webhooks             |
+//! | [`live`]    | live streams: keys, throttling, live and replay playlists   |
 //! | [`media`]   | GStreamer: init, allow-list, probe, transcode, HLS          |
 //! | [`overlay`] | shoppable tags: cards burned in, timed data              |
 //! | [`presets`] | declarative presets from `pipelines/`                      |
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod config;
 pub mod jobs;
+pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod node;
