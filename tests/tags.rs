@@ -508,8 +508,8 @@ async fn cjk_titles_draw_with_a_configured_font_and_fail_clearly_without() {
     );
 
     // scripts/test installs a CJK font (Debian's fonts-droid-fallback) and names it.
-    let Ok(font) = std::env::var("MEDIA_NODE_TEST_CJK_FONT") else {
-        eprintln!("MEDIA_NODE_TEST_CJK_FONT is not set: the half with a CJK font is skipped");
+    let Ok(font) = std::env::var("TEST_CJK_FONT") else {
+        eprintln!("TEST_CJK_FONT is not set: the half with a CJK font is skipped");
         return;
     };
     let node = Node::builder()

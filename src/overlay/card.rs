@@ -540,12 +540,12 @@ mod tests {
         }
     }
 
-    /// Path of a CJK font from `MEDIA_NODE_TEST_CJK_FONT`; None (with a note) skips the check.
+    /// Path of a CJK font from `TEST_CJK_FONT`; None (with a note) skips the check.
     fn cjk_font() -> Option<PathBuf> {
-        match std::env::var_os("MEDIA_NODE_TEST_CJK_FONT") {
+        match std::env::var_os("TEST_CJK_FONT") {
             Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
             _ => {
-                eprintln!("note: MEDIA_NODE_TEST_CJK_FONT is not set; skipping the CJK card check");
+                eprintln!("note: TEST_CJK_FONT is not set; skipping the CJK card check");
                 None
             }
         }
@@ -820,12 +820,12 @@ mod tests {
     }
 
     /// Writes sample cards as PNGs for a person to look at:
-    /// `cargo test preview -- --ignored --nocapture`; `MEDIA_NODE_CARD_PREVIEW_IMAGE` names a
+    /// `cargo test preview -- --ignored --nocapture`; `TEST_CARD_PREVIEW_IMAGE` names a
     /// product photo (PNG, JPEG or WebP), else a generated gradient is used.
     #[test]
     #[ignore]
     fn preview() {
-        let photo = match std::env::var_os("MEDIA_NODE_CARD_PREVIEW_IMAGE") {
+        let photo = match std::env::var_os("TEST_CARD_PREVIEW_IMAGE") {
             Some(p) => {
                 let img = image::open(&p).expect("preview image").to_rgba8();
                 ProductImage {

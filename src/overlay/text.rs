@@ -275,13 +275,13 @@ const _: () = {
 mod tests {
     use super::*;
 
-    /// Path of a CJK font for tests, from `MEDIA_NODE_TEST_CJK_FONT` (e.g. Debian's
+    /// Path of a CJK font for tests, from `TEST_CJK_FONT` (e.g. Debian's
     /// `/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf`); None skips the test.
     fn cjk_font() -> Option<PathBuf> {
-        match std::env::var_os("MEDIA_NODE_TEST_CJK_FONT") {
+        match std::env::var_os("TEST_CJK_FONT") {
             Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
             _ => {
-                eprintln!("note: MEDIA_NODE_TEST_CJK_FONT is not set; skipping the CJK font check");
+                eprintln!("note: TEST_CJK_FONT is not set; skipping the CJK font check");
                 None
             }
         }
