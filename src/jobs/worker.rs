@@ -289,6 +289,13 @@ impl Worker {
                 Finish::Release
             }
             Err(RunError::Canceled) => Finish::Canceled,
+            // A run torn down by a user's cancel may end in an error of the
+            // teardown itself; the user asked for `canceled`, and a transient
+            // error must not bring the job back to run again.
+            Err(err) if user_canceled.load(Ordering::SeqCst) => {
+                info!(error = %err, "the run failed after cancel was requested");
+                Finish::Canceled
+            }
             Err(err) => self.failure(job, err),
         })
     }
