@@ -345,7 +345,10 @@ async fn check_timed_data(node: &Node, job: &Value, placed: &[Value]) {
                     .to_string()
             };
             let start_date = attr("START-DATE");
-            let start = chrono_like_seconds(&start_date);
+            let start = chrono::DateTime::parse_from_rfc3339(&start_date)
+                .unwrap()
+                .timestamp_millis() as f64
+                / 1000.0;
             let duration: f64 = attr("DURATION").parse().unwrap();
             let (s, e) = (t["start"].as_f64().unwrap(), t["end"].as_f64().unwrap());
             assert!(
@@ -367,14 +370,6 @@ async fn check_timed_data(node: &Node, job: &Value, placed: &[Value]) {
             }
         }
     }
-}
-
-/// Seconds after the epoch of `1970-01-01T00:MM:SS.mmmZ`-style dates.
-fn chrono_like_seconds(date: &str) -> f64 {
-    let time = date.split('T').nth(1).unwrap().trim_end_matches('Z');
-    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
-    let day: f64 = date[8..10].parse::<f64>().unwrap() - 1.0;
-    day * 86_400.0 + parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
 }
 
 #[tokio::test]

@@ -368,7 +368,7 @@ fn rgba(c: Color) -> [u8; 4] {
 ///
 /// `content` must be the one given to [`layout`]; only its image pixels are read here (the
 /// text, price and disclosure come from the layout). Widths are not limited here: the caller
-/// applies the style's `min_width_px` (see `TagStyle::card_width_px`).
+/// applies the style's `min_width_px` (see `overlay::prepare`, which sets one width fraction for every rendition).
 pub fn render(
     fonts: &mut Fonts,
     style: &TagStyle,

@@ -257,26 +257,6 @@ impl TagStyle {
         }
         Ok(())
     }
-
-    /// The pixel width to draw a card at on a frame `frame_width` pixels wide: `width` (a
-    /// fraction of the frame width, from the tag) or `default_width`, at least `min_width_px`,
-    /// and never wider than the frame between its left and right safe margins (nor the frame).
-    pub fn card_width_px(&self, frame_width: u32, width: Option<f32>) -> u32 {
-        let frac = width
-            .filter(|w| w.is_finite() && *w > 0.0)
-            .unwrap_or(self.default_width);
-        let fw = f64::from(frame_width);
-        let want = (fw * f64::from(frac))
-            .round()
-            .max(f64::from(self.min_width_px));
-        let room =
-            fw * (1.0 - f64::from(self.safe_margins.left) - f64::from(self.safe_margins.right));
-        // `as` saturates; the minimum wins over the safe margins but never over the frame.
-        (want
-            .min(room.max(f64::from(self.min_width_px)))
-            .min(fw)
-            .max(1.0)) as u32
-    }
 }
 
 /// One line: "line 3: background: invalid colour ...", naming the `table.key` where known.
@@ -459,15 +439,5 @@ mod tests {
             e.starts_with("label_background:") && e.contains("opaque"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn card_width() {
-        let s = TagStyle::parse(DEFAULT).unwrap();
-        assert_eq!(s.card_width_px(1080, None), 432);
-        assert_eq!(s.card_width_px(360, None), s.min_width_px);
-        assert_eq!(s.card_width_px(1920, Some(0.25)), 480);
-        assert_eq!(s.card_width_px(1080, Some(5.0)), 993); // between the safe margins
-        assert_eq!(s.card_width_px(100, None), 100); // never wider than the frame
     }
 }
