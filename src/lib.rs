@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod jobs;
 pub mod live;
 pub mod media;

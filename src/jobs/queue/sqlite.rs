@@ -6,14 +6,10 @@
 //! write, so they never need to upgrade a read lock (which SQLite cannot do without
 //! failing with `SQLITE_BUSY`).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -73,48 +69,9 @@ pub struct SqliteQueue {
 
 impl SqliteQueue {
     pub async fn open(url: &str) -> QueueResult<SqliteQueue> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: durable across process crashes; a power cut may lose the
-            // last commits, never corrupt the file.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        let queue = SqliteQueue { pool };
-        queue.migrate().await?;
-        Ok(queue)
-    }
-
-    async fn migrate(&self) -> QueueResult<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (index, sql) in MIGRATIONS.iter().enumerate() {
-            let version = index as i64 + 1;
-            let mut tx = self.pool.begin().await?;
-            // Write first: claims the write lock, so two nodes starting at once apply
-            // each migration once.
-            let inserted = sqlx::query(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?) ON CONFLICT (version) DO NOTHING",
-            )
-            .bind(version)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
+        let pool = crate::db::open_sqlite(url).await?;
+        crate::db::migrate(&pool, "schema_migrations", MIGRATIONS).await?;
+        Ok(SqliteQueue { pool })
     }
 
     async fn job_by(&self, column: &str, value: &str) -> QueueResult<Option<Job>> {
