@@ -1,20 +1,37 @@
-//! Live streams (issue 6): creators publish over RTMP or SRT, the node cuts HLS
-//! segments without re-encoding, spools each closed segment to local disk and
-//! uploads it to the object store, and publishes playlists that only ever list
-//! stored segments.
+//! Live streams: creators publish over RTMP, the node cuts HLS segments without
+//! re-encoding, spools each closed segment to local disk, uploads it to the
+//! object store, and publishes playlists that only ever list stored segments.
 //!
-//! Built so far, as pure, tested parts the relay is assembled from:
+//! ```text
+//! rtmp ──FLV tags──▶ flv ──access units──▶ segmenter(ts) ──closed segment──▶ relay
+//!  (connection task; no GStreamer threads, no blocking)          spool ─▶ store ─▶ playlists
+//! ```
 //!
-//! | module       | owns                                                          |
-//! |--------------|---------------------------------------------------------------|
-//! | [`key`]      | stream keys: 192 random bits, shown once, kept as a digest    |
-//! | [`throttle`] | slowing down addresses that present wrong keys                |
-//! | [`playlist`] | the live sliding-window playlist and the replay playlist      |
+//! | module        | owns                                                               |
+//! |---------------|--------------------------------------------------------------------|
+//! | [`service`]   | streams, who may publish, reconnects, ending; the API's entry point |
+//! | [`registry`]  | streams, their segments and pins in the node's database            |
+//! | [`rtmp`]      | the RTMP server (`rml_rtmp`, sans-IO, on our own tokio sockets)    |
+//! | [`flv`]       | FLV tag bodies → H.264 Annex B and ADTS AAC access units           |
+//! | [`segmenter`] | cutting on keyframes at the profile's target duration              |
+//! | [`ts`]        | the MPEG-TS muxer                                                  |
+//! | [`spool`]     | closed segments on local disk until stored                         |
+//! | [`relay`]     | the per-stream uploader task and its playlists                     |
+//! | [`playlist`]  | the live sliding-window playlist and the replay playlist           |
+//! | [`key`]       | stream keys: 192 random bits, shown once, kept as a digest         |
+//! | [`throttle`]  | slowing down addresses that present wrong keys                     |
+//! | [`metrics`]   | the relay's Prometheus metrics                                     |
 //!
-//! Still to come (see the issue's note): the stream registry and API, RTMP
-//! ingest (`rml_rtmp`, sans-IO on our own tokio sockets), SRT ingest (`srtsrc`
-//! listeners), the MPEG-TS segmenter, the spool and the uploader.
+//! Segments are MPEG-TS rather than fMP4/CMAF: every HLS player and CDN takes
+//! them, each segment is self-contained (PAT/PMT, SPS/PPS before the keyframe)
+//! so a segment survives on its own in a replay with gaps, and muxing needs no
+//! initialisation segment that would have to change when a publisher
+//! reconnects with other encoder settings.
 
+pub mod flv;
 pub mod key;
 pub mod playlist;
+pub mod rtmp;
+pub mod segmenter;
 pub mod throttle;
+pub mod ts;
