@@ -23,6 +23,13 @@ use crate::config::Config;
 use crate::jobs::queue::{self as job_queue, DynQueue};
 use crate::jobs::webhook;
 use crate::jobs::worker::{WorkerDeps, WorkerPool};
+use crate::live::ingest::RtmpGate;
+use crate::live::metrics::LiveMetrics;
+use crate::live::registry::Registry;
+use crate::live::rtmp;
+use crate::live::service::{LiveDeps, LiveService};
+use crate::live::spool::Spool;
+use crate::live::throttle::Throttle;
 use crate::media;
 use crate::metrics::Metrics;
 use crate::presets::Presets;
@@ -34,6 +41,70 @@ const WEBHOOK_SECRET_FILE: &str = "webhook_secret";
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
 /// After running jobs were told to stop, how long they may take to hand back.
 const ABORT_DRAIN: Duration = Duration::from_secs(15);
+
+/// On shutdown, how long live relays may take to store what they hold.
+const LIVE_DRAIN: Duration = Duration::from_secs(5);
+
+/// The live relay, running.
+struct Live {
+    service: Arc<LiveService>,
+    rtmp_addr: std::net::SocketAddr,
+    rtmp_base: String,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the stream registry and the spool, resumes streams an earlier run
+/// left, and starts the RTMP server.
+async fn start_live(
+    config: &Config,
+    presets: &Arc<Presets>,
+    store: &DynStore,
+    metrics: &Metrics,
+) -> anyhow::Result<Live> {
+    let registry = Registry::open(&config.db_url())
+        .await
+        .context("opening the live stream registry")?;
+    let spool_dir = config.data_dir.join("live").join("spool");
+    let spool = Spool::open(&spool_dir, config.live.spool_max_bytes)
+        .with_context(|| format!("opening the live spool {}", spool_dir.display()))?;
+    let service = LiveService::new(LiveDeps {
+        registry,
+        store: store.clone(),
+        presets: presets.clone(),
+        metrics: LiveMetrics::register(metrics),
+        spool: Arc::new(spool),
+        node_id: node_id(),
+    });
+    service
+        .recover()
+        .await
+        .context("resuming live streams from the spool")?;
+    let listener = TcpListener::bind(config.rtmp_listen)
+        .await
+        .with_context(|| format!("binding the RTMP ingest to {}", config.rtmp_listen))?;
+    let rtmp_addr = listener.local_addr()?;
+    let rtmp_base = format!("rtmp://{}:{}/live/", config.ingest_host(), rtmp_addr.port());
+    let stop = CancellationToken::new();
+    let settings = rtmp::RtmpSettings {
+        max_connections: config.live.max_connections,
+        ..Default::default()
+    };
+    let server = tokio::spawn(rtmp::serve(
+        listener,
+        Arc::new(RtmpGate(service.clone())),
+        Arc::new(std::sync::Mutex::new(Throttle::new())),
+        settings,
+        stop.clone(),
+    ));
+    Ok(Live {
+        service,
+        rtmp_addr,
+        rtmp_base,
+        stop,
+        server,
+    })
+}
 
 /// Reads a secret kept in the data dir, or creates it (mode 0600) with `generate`.
 /// Returns the secret and whether it was just created.
@@ -114,6 +185,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    if config.public_url.is_none() {
+        // The documented default, with the port the OS gave (listen port 0).
+        config.public_url = Some(format!("http://{}", listener.local_addr()?));
+    }
     let config = Arc::new(config);
     media::init().context("initialising GStreamer")?;
     let presets =
@@ -160,6 +236,7 @@ pub async fn serve(
     };
 
     let metrics = Arc::new(Metrics::new());
+    let live = start_live(&config, &presets, &store, &metrics).await?;
     let wake_workers = Arc::new(Notify::new());
     let draining = Arc::new(AtomicBool::new(false));
     let mut pool = WorkerPool::start(WorkerDeps {
@@ -187,6 +264,10 @@ pub async fn serve(
         draining: draining.clone(),
         missing_elements: Arc::new(missing),
         presets,
+        live: live.service.clone(),
+        ingest: Arc::new(api::Ingest {
+            rtmp_base: live.rtmp_base.clone(),
+        }),
     };
     let addr = listener.local_addr()?;
     let http_stop = CancellationToken::new();
@@ -200,13 +281,19 @@ pub async fn serve(
         }
     });
     info!(%addr, store = config.store_kind_name(), "media-node serving");
+    info!(rtmp = %live.rtmp_addr, "live ingest listening");
     println!("media-node listening on http://{addr}");
     let _ = std::io::stdout().flush();
 
     shutdown.await;
-    info!("shutting down: no new jobs; running jobs may finish");
+    info!("shutting down: no new jobs or publishers; running jobs may finish");
     draining.store(true, Ordering::SeqCst);
     pool.stop_claiming();
+    // Publishers reconnect to the restarted node; what the relays cannot store
+    // in time stays in the spool for the next start.
+    live.stop.cancel();
+    let _ = tokio::time::timeout(LIVE_DRAIN, live.server).await;
+    live.service.shutdown(LIVE_DRAIN).await;
     let grace = Duration::from_millis(config.jobs.shutdown_grace_ms);
     if !pool.join(grace).await {
         warn!("grace period over; stopping running jobs and handing them back");

@@ -12,6 +12,8 @@ use utoipa::ToSchema;
 
 use crate::jobs::queue::QueueError;
 use crate::jobs::spec::FieldError;
+use crate::live::registry::RegistryError;
+use crate::live::service::LiveError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum ApiError {
     JobFinished(&'static str),
     #[error("object not found")]
     ObjectNotFound,
+    #[error("live stream not found")]
+    StreamNotFound,
     #[error("this node serves `/media` only with the filesystem store")]
     MediaNotServed,
     #[error("no such route")]
@@ -112,6 +116,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "object_not_found",
                 "Object not found",
+            ),
+            StreamNotFound => (
+                StatusCode::NOT_FOUND,
+                "stream_not_found",
+                "Live stream not found",
             ),
             MediaNotServed => (
                 StatusCode::NOT_FOUND,
@@ -201,6 +210,20 @@ impl From<QueueError> for ApiError {
         match err {
             QueueError::Unavailable(e) => ApiError::QueueUnavailable(e),
             QueueError::Corrupt(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(err: LiveError) -> Self {
+        match err {
+            LiveError::NotFound => ApiError::StreamNotFound,
+            LiveError::UnknownProfile(name) => ApiError::validation(vec![FieldError::new(
+                "profile",
+                format!("unknown live profile `{name}`"),
+            )]),
+            LiveError::Registry(RegistryError::Unavailable(e)) => ApiError::QueueUnavailable(e),
+            LiveError::Registry(RegistryError::Corrupt(e)) => ApiError::Internal(e),
         }
     }
 }

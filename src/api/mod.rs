@@ -1,6 +1,6 @@
 //! The HTTP API (axum): routes, shared state and the middleware around them.
 //!
-//! - `/v1/...`: the job and object API, bearer-token authenticated;
+//! - `/v1/...`: the job, object and live-stream API, bearer-token authenticated;
 //! - `/healthz`, `/readyz`, `/metrics`: for ops, no token;
 //! - `/media/{key}`: published outputs from the filesystem store, no token;
 //! - `/openapi.json` and `/` (the dashboard).
@@ -11,6 +11,7 @@ pub mod error;
 mod extract;
 mod health;
 mod jobs;
+mod live;
 mod media;
 mod objects;
 pub mod openapi;
@@ -49,6 +50,15 @@ pub struct AppState {
     /// GStreamer elements the node needs but cannot find.
     pub missing_elements: Arc<Vec<String>>,
     pub presets: Arc<crate::presets::Presets>,
+    pub live: Arc<crate::live::service::LiveService>,
+    pub ingest: Arc<Ingest>,
+}
+
+/// Where publishers connect, as the API tells them.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// `rtmp://HOST:PORT/live/`; the stream key follows.
+    pub rtmp_base: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/live/streams", post(live::create).get(live::list))
+        .route("/live/streams/{id}", get(live::get).delete(live::delete))
         .route(
             "/objects/{*key}",
             // Uploads stream to the store and enforce their own limit.

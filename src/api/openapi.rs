@@ -8,9 +8,11 @@ use utoipa::{Modify, OpenApi};
 use super::error::Problem;
 use super::health::{Check, Health, Readiness};
 use super::jobs::JobList;
+use super::live::{CreatedStream, NewStream, StreamList, StreamView};
 use super::objects::ObjectView;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
+use crate::live::registry::{InputInfo, StreamState};
 use crate::media::probe::{Probe, StreamProbe};
 use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, Skipped};
 use crate::overlay::layout::Rect;
@@ -26,7 +28,7 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
     info(
         title = "media-node",
         description = "Media processing node: jobs (probe, transcode, thumbnails, shoppable tags), \
-                       object uploads, published media, health and metrics. Errors are \
+                       live streams, object uploads, published media, health and metrics. Errors are \
                        `application/problem+json` with a stable `code`."
     ),
     paths(
@@ -35,6 +37,10 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         super::jobs::get,
         super::jobs::cancel,
         super::objects::put,
+        super::live::create,
+        super::live::list,
+        super::live::get,
+        super::live::delete,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -44,12 +50,14 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         ObjectView, Probe, StreamProbe, Health, Readiness, Check, RenditionsSpec, Format,
         Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
-        SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect
+        SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect,
+        NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Enqueue and follow media jobs"),
         (name = "objects", description = "Upload inputs"),
+        (name = "live", description = "Live streams: keys, state, replays"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]

@@ -17,6 +17,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("webhook_", "webhooks"),
     ("webhooks_", "webhooks"),
     ("log_", "log"),
+    ("live_", "live"),
 ];
 
 /// Variables read by the CLI itself rather than by the settings.
@@ -64,6 +65,8 @@ mod tests {
             ("jobs_lease_ms", "jobs.lease_ms"),
             ("webhook_secret", "webhooks.secret"),
             ("log_format", "log.format"),
+            ("rtmp_listen", "rtmp_listen"),
+            ("live_spool_max_bytes", "live.spool_max_bytes"),
         ] {
             assert_eq!(setting_for(var), setting);
             assert_eq!(

@@ -93,6 +93,10 @@ pub struct Config {
     /// Sans subset lacks (it covers Latin, Greek and Cyrillic), e.g. a CJK font.
     /// Tried in order after it. In the environment: paths separated by `:`.
     pub tag_fonts: FontFiles,
+    /// Address of the RTMP ingest (`rtmp://HOST:PORT/live/<stream key>`). The
+    /// default only takes local publishers; set `0.0.0.0:1935` in production.
+    pub rtmp_listen: SocketAddr,
+    pub live: LiveConfig,
     pub s3: S3Config,
     pub db: DbConfig,
     pub jobs: JobsConfig,
@@ -111,6 +115,8 @@ impl Default for Config {
             store: StoreKind::Fs,
             pipelines_dir: None,
             tag_fonts: FontFiles::default(),
+            rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+            live: LiveConfig::default(),
             s3: S3Config::default(),
             db: DbConfig::default(),
             jobs: JobsConfig::default(),
@@ -229,6 +235,35 @@ pub enum ChecksumMode {
     Auto,
     WhenSupported,
     WhenRequired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Bytes of closed segments the spool (`{data_dir}/live/spool`) may hold
+    /// while the object store is slow or down. A segment that would pass it is
+    /// dropped (counted in `media_node_live_segments_dropped_total`), never one
+    /// already spooled.
+    pub spool_max_bytes: u64,
+    /// Host name put in the ingest URLs the API hands out. Default: the host of
+    /// `public_url`, else the RTMP listen address.
+    pub ingest_host: Option<String>,
+    /// Base URL players read live and replay playlists from (a CDN in front of
+    /// the bucket). Default with the `fs` store: `{public_url}/media/`.
+    pub playback_base_url: Option<String>,
+    /// Publisher connections open at once (each holds a socket and buffers).
+    pub max_connections: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            spool_max_bytes: 2 * 1024 * 1024 * 1024,
+            ingest_host: None,
+            playback_base_url: None,
+            max_connections: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -546,6 +581,22 @@ impl Config {
                 invalid("webhooks.secret", "MEDIA_NODE_WEBHOOK_SECRET", reason)
             })?;
         }
+        if self.live.spool_max_bytes < 16 * 1024 * 1024 || self.live.max_connections == 0 {
+            return Err(invalid(
+                "live.spool_max_bytes / live.max_connections",
+                "MEDIA_NODE_LIVE_SPOOL_MAX_BYTES / MEDIA_NODE_LIVE_MAX_CONNECTIONS",
+                "the spool needs at least 16 MiB and at least one connection",
+            ));
+        }
+        if let Some(base) = &self.live.playback_base_url {
+            url::Url::parse(base).map_err(|e| {
+                invalid(
+                    "live.playback_base_url",
+                    "MEDIA_NODE_LIVE_PLAYBACK_BASE_URL",
+                    e.to_string(),
+                )
+            })?;
+        }
         if self.webhooks.max_attempts == 0 {
             return Err(invalid(
                 "webhooks.max_attempts",
@@ -558,6 +609,46 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| invalid("log.filter", "MEDIA_NODE_LOG_FILTER", e.to_string()))?;
         Ok(())
+    }
+
+    /// The base URL of this node's HTTP API as clients reach it.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The host publishers are told to connect to.
+    pub fn ingest_host(&self) -> String {
+        if let Some(host) = &self.live.ingest_host {
+            return host.clone();
+        }
+        if let Some(host) = self
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_string))
+        {
+            return host;
+        }
+        let ip = self.rtmp_listen.ip();
+        if ip.is_unspecified() {
+            "localhost".into()
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        }
+    }
+
+    /// Where players find an object of the store, if anywhere.
+    pub fn playback_url(&self, key: &str) -> Option<String> {
+        match (&self.live.playback_base_url, self.store) {
+            (Some(base), _) => Some(format!("{}/{key}", base.trim_end_matches('/'))),
+            (None, StoreKind::Fs) => Some(format!("{}/media/{key}", self.public_base())),
+            (None, StoreKind::S3) => None,
+        }
     }
 
     /// The job store URL, defaulting to a SQLite file in the data dir.

@@ -29,9 +29,15 @@
 //! reconnects with other encoder settings.
 
 pub mod flv;
+pub mod ingest;
 pub mod key;
+pub mod metrics;
 pub mod playlist;
+pub mod registry;
+pub mod relay;
 pub mod rtmp;
 pub mod segmenter;
+pub mod service;
+pub mod spool;
 pub mod throttle;
 pub mod ts;

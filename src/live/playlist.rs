@@ -22,6 +22,9 @@ pub struct LiveSegment {
     pub duration_s: f64,
     /// The first segment after the publisher reconnected.
     pub discontinuity: bool,
+    /// Starts with a keyframe. Playlists claim `EXT-X-INDEPENDENT-SEGMENTS`
+    /// only when every segment they list does.
+    pub independent: bool,
     /// Wall clock of its first frame.
     pub started_at: DateTime<Utc>,
 }
@@ -128,7 +131,7 @@ fn render(
         segments: media,
         end_list: ended,
         playlist_type: ended.then_some(MediaPlaylistType::Vod),
-        independent_segments: true,
+        independent_segments: shown.iter().all(|s| s.independent),
         ..Default::default()
     };
     let mut out = Vec::new();
@@ -168,6 +171,7 @@ mod tests {
                     uri: format!("seg_{i:05}.ts"),
                     duration_s: 2.0,
                     discontinuity: gap_at == Some(i),
+                    independent: true,
                     started_at: at(i as f64 * 2.0 + hole),
                 }
             })

@@ -8,11 +8,13 @@
 //! Pipelines are built from these typed presets, never from launch strings.
 
 pub mod ladder;
+pub mod live;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use ladder::{AudioPreset, H264Profile, Ladder, Rung};
+pub use live::LiveProfile;
 
 use crate::overlay::style::TagStyle;
 use crate::thumbnail::spec::ThumbnailsSpec;
@@ -40,6 +42,9 @@ const BUILTIN_TAG_STYLES: &[(&str, &str)] = &[
     ("default", include_str!("../../pipelines/tags/default.toml")),
     ("light", include_str!("../../pipelines/tags/light.toml")),
 ];
+
+const BUILTIN_LIVE: &[(&str, &str)] =
+    &[("default", include_str!("../../pipelines/live/default.toml"))];
 
 fn parse_tag_style(text: &str, source: &str) -> Result<TagStyle, PresetError> {
     TagStyle::parse(text).map_err(|e| invalid(source, e))
@@ -91,6 +96,7 @@ pub struct Presets {
     ladders: BTreeMap<String, Ladder>,
     thumbnails: BTreeMap<String, ThumbnailsSpec>,
     tag_styles: BTreeMap<String, TagStyle>,
+    live: BTreeMap<String, LiveProfile>,
 }
 
 impl Presets {
@@ -111,10 +117,16 @@ impl Presets {
             let source = format!("pipelines/tags/{name}.toml (built in)");
             tag_styles.insert(name.to_string(), parse_tag_style(text, &source)?);
         }
+        let mut live = BTreeMap::new();
+        for (name, text) in BUILTIN_LIVE {
+            let source = format!("pipelines/live/{name}.toml (built in)");
+            live.insert(name.to_string(), LiveProfile::parse(text, &source)?);
+        }
         Ok(Presets {
             ladders,
             thumbnails,
             tag_styles,
+            live,
         })
     }
 
@@ -137,6 +149,10 @@ impl Presets {
             let style = parse_tag_style(&text, &source)?;
             presets.tag_styles.insert(name, style);
         }
+        for (name, text, source) in read_folder(&dir.join("live"))? {
+            let profile = LiveProfile::parse(&text, &source)?;
+            presets.live.insert(name, profile);
+        }
         Ok(presets)
     }
 
@@ -154,6 +170,14 @@ impl Presets {
 
     pub fn tag_style_names(&self) -> impl Iterator<Item = &str> {
         self.tag_styles.keys().map(String::as_str)
+    }
+
+    pub fn live_profile(&self, name: &str) -> Option<&LiveProfile> {
+        self.live.get(name)
+    }
+
+    pub fn live_profile_names(&self) -> impl Iterator<Item = &str> {
+        self.live.keys().map(String::as_str)
     }
 
     pub fn ladder(&self, name: &str) -> Option<&Ladder> {
@@ -228,6 +252,7 @@ mod tests {
         assert!(presets.thumbnails("default").is_some());
         assert!(presets.thumbnails("search").is_some());
         assert!(presets.tag_style("default").is_some());
+        assert!(presets.live_profile("default").is_some());
     }
 
     #[test]

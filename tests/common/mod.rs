@@ -116,6 +116,7 @@ impl Node {
         }
         let defaults = [
             ("MEDIA_NODE_LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDIA_NODE_RTMP_LISTEN", "127.0.0.1:0".to_string()),
             ("MEDIA_NODE_DATA_DIR", data_dir.display().to_string()),
             ("MEDIA_NODE_API_TOKEN", TOKEN.to_string()),
             ("MEDIA_NODE_JOBS_WORKERS", "2".to_string()),
@@ -478,8 +479,8 @@ impl S3Server {
         }
     }
 
-    /// Creates a bucket through the S3 API.
-    pub async fn create_bucket(&self, bucket: &str) {
+    /// A client of this server, as the tests' own S3 reader.
+    pub fn client(&self) -> aws_sdk_s3::Client {
         let creds =
             aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "test");
         let config = aws_sdk_s3::config::Builder::new()
@@ -490,6 +491,11 @@ impl S3Server {
             .credentials_provider(creds)
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket through the S3 API.
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.client()
             .create_bucket()
             .bucket(bucket)
             .send()

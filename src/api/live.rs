@@ -1,0 +1,262 @@
+//! `/v1/live/streams`: create live streams (and their keys), follow them, end them.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::ValidJson;
+use crate::jobs::model::rfc3339;
+use crate::jobs::spec::FieldError;
+use crate::live::registry::{InputInfo, StreamRecord, StreamState};
+use crate::live::relay::StreamKeys;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewStream {
+    /// Shown to ops; 1-200 characters.
+    #[schema(example = "Spring launch with Ana")]
+    pub name: String,
+    /// A live profile from `pipelines/live/` (default `default`).
+    #[serde(default)]
+    #[schema(example = "default")]
+    pub profile: Option<String>,
+}
+
+/// A live stream.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StreamView {
+    pub id: Uuid,
+    pub name: String,
+    pub profile: String,
+    pub state: StreamState,
+    pub created_at: String,
+    /// When the first publisher connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// `deleted` or `publisher_left`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// Codecs, size and bit rate of what the publisher sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputInfo>,
+    /// Segments in the object store.
+    pub segments_uploaded: u64,
+    /// Segments given up because the spool was full.
+    pub segments_dropped: u64,
+    /// Age of the oldest segment still waiting to be stored (0 when none is).
+    pub upload_lag_ms: u64,
+    /// Bytes of this stream waiting in the spool.
+    pub spool_bytes: u64,
+    /// Store key of the live media playlist.
+    #[schema(example = "live/0190c4d5-…/index.m3u8")]
+    pub playlist_key: String,
+    /// Where players read it (with the `fs` store, or `live.playback_base_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playlist_url: Option<String>,
+    /// Store key of the replay playlist, written when the stream ends.
+    pub replay_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_url: Option<String>,
+    /// Whether the replay has been written.
+    pub replay_ready: bool,
+}
+
+/// A stream just created: the view plus its key and ingest URLs. The key is
+/// shown here only; the node keeps a digest of it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedStream {
+    #[serde(flatten)]
+    pub stream: StreamView,
+    /// The secret stream key (192 random bits).
+    pub stream_key: String,
+    /// `rtmp://HOST:PORT/live/<stream_key>`: OBS "Server" is everything before
+    /// the key, "Stream Key" is the key.
+    pub rtmp_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StreamList {
+    /// Newest first.
+    pub streams: Vec<StreamView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only streams in this state (`idle`, `live`, `ended`).
+    state: Option<String>,
+    /// At most this many, 1-500 (default 50).
+    limit: Option<u32>,
+}
+
+fn view(state: &AppState, record: &StreamRecord) -> StreamView {
+    let playlist_key = StreamKeys::playlist(record.id);
+    let replay_key = StreamKeys::replay(record.id);
+    StreamView {
+        id: record.id,
+        name: record.name.clone(),
+        profile: record.profile.clone(),
+        state: record.state,
+        created_at: rfc3339(record.created_at),
+        started_at: record.started_at.map(rfc3339),
+        ended_at: record.ended_at.map(rfc3339),
+        end_reason: record.end_reason.clone(),
+        input: record.input.clone(),
+        segments_uploaded: record.segments_uploaded,
+        segments_dropped: record.segments_dropped,
+        upload_lag_ms: record.upload_lag_ms,
+        spool_bytes: record.spool_bytes,
+        playlist_url: state.config.playback_url(&playlist_key),
+        replay_url: state.config.playback_url(&replay_key),
+        playlist_key,
+        replay_key,
+        replay_ready: record.replay_written,
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::StreamNotFound)
+}
+
+/// Create a live stream.
+///
+/// Answers 201 with the stream, its secret key (shown only here) and the
+/// ingest URL. Publish H.264 + AAC to `rtmp_url`; the stream goes `live` with
+/// the first publisher and `ended` when it is deleted or the publisher stays
+/// away longer than the profile's reconnect window.
+#[utoipa::path(
+    post, path = "/v1/live/streams", tag = "live",
+    request_body = NewStream,
+    responses(
+        (status = 201, description = "Stream created", body = CreatedStream),
+        (status = 400, description = "Invalid JSON", body = Problem),
+        (status = 401, description = "No or wrong bearer token", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    body: ValidJson<NewStream>,
+) -> Result<Response, ApiError> {
+    let req = body.value;
+    let mut errors = Vec::new();
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(
+            "name",
+            format!("must be 1-{MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let profile = req.profile.as_deref().unwrap_or("default");
+    if state.presets.live_profile(profile).is_none() {
+        let known: Vec<&str> = state.presets.live_profile_names().collect();
+        errors.push(FieldError::new(
+            "profile",
+            format!("unknown live profile; known: {}", known.join(", ")),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let (record, key) = state.live.create(name, profile).await?;
+    let created = CreatedStream {
+        stream: view(&state, &record),
+        rtmp_url: format!("{}{key}", state.ingest.rtmp_base),
+        stream_key: key,
+    };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/live/streams/{}", record.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Read one live stream.
+#[utoipa::path(
+    get, path = "/v1/live/streams/{id}", tag = "live",
+    params(("id" = Uuid, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "The stream", body = StreamView),
+        (status = 404, description = "No such stream", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StreamView>, ApiError> {
+    let record = state.live.get(parse_id(&id)?).await?;
+    Ok(Json(view(&state, &record)))
+}
+
+/// List live streams, newest first.
+#[utoipa::path(
+    get, path = "/v1/live/streams", tag = "live",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Streams", body = StreamList),
+        (status = 400, description = "Invalid query", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<StreamList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let filter = match query.state.as_deref() {
+        None | Some("") => None,
+        Some("idle") => Some(StreamState::Idle),
+        Some("live") => Some(StreamState::Live),
+        Some("ended") => Some(StreamState::Ended),
+        Some(other) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "state must be idle, live or ended; got `{other}`"
+            )));
+        }
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let records = state.live.list(filter, limit).await?;
+    Ok(Json(StreamList {
+        streams: records.iter().map(|r| view(&state, r)).collect(),
+    }))
+}
+
+/// End a live stream.
+///
+/// Revokes its key, disconnects its publisher and writes the replay once every
+/// segment is stored. Ending an ended stream changes nothing.
+#[utoipa::path(
+    delete, path = "/v1/live/streams/{id}", tag = "live",
+    params(("id" = Uuid, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "The stream, now ended", body = StreamView),
+        (status = 404, description = "No such stream", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StreamView>, ApiError> {
+    let record = state.live.end(parse_id(&id)?, "deleted").await?;
+    Ok(Json(view(&state, &record)))
+}

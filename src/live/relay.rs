@@ -1,0 +1,522 @@
+//! The relay: one tokio task per stream that spools each closed segment, uploads
+//! it, and publishes the playlists.
+//!
+//! Order is the whole point. Segments are stored strictly in sequence; the live
+//! playlist is rebuilt from stored segments only and uploaded after them, so a
+//! viewer never finds a listed segment missing. When the store fails, the task
+//! keeps accepting segments into the spool and retries the oldest one with
+//! backoff (250 ms doubling to 5 s, for as long as it takes): nothing is given
+//! up because storage stumbled. When the stream ends, the task stores whatever
+//! is left, then writes the replay playlist (every segment, every pin,
+//! `EXT-X-ENDLIST`) and exits.
+//!
+//! Media never waits for any of this: ingest hands a closed segment over a
+//! channel and goes on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
+
+use super::metrics::LiveMetrics;
+use super::playlist::{self, LiveSegment, Pin};
+use super::registry::{PinRecord, Registry, SegmentRecord, UploadStats};
+use super::spool::{Spool, SpoolError};
+use crate::store::{DynStore, ObjectKey, PutOptions, StoreError, Visibility};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// While uploads fail, how often the stream's counters are written to the registry.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Segments never change once stored.
+pub const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+/// The live playlist changes every segment.
+pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
+/// The replay is written once, but may be written again after a restart.
+pub const REPLAY_CACHE: &str = "public, max-age=300";
+
+/// Store keys of a stream's objects.
+pub struct StreamKeys;
+
+impl StreamKeys {
+    pub fn prefix(stream: Uuid) -> String {
+        format!("live/{stream}")
+    }
+    pub fn playlist(stream: Uuid) -> String {
+        format!("live/{stream}/index.m3u8")
+    }
+    pub fn replay(stream: Uuid) -> String {
+        format!("live/{stream}/replay.m3u8")
+    }
+    pub fn poster(stream: Uuid) -> String {
+        format!("live/{stream}/poster.jpg")
+    }
+    /// Relative to the playlists.
+    pub fn segment_name(sequence: u64) -> String {
+        format!("{sequence:08}.ts")
+    }
+}
+
+/// A segment the segmenter closed.
+#[derive(Debug, Clone)]
+pub struct ClosedMedia {
+    pub data: Bytes,
+    pub duration_us: u64,
+    /// Wall clock of its first frame.
+    pub started_at: DateTime<Utc>,
+    pub discontinuity: bool,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+enum Msg {
+    Segment(ClosedMedia, Instant),
+    PinsChanged,
+    End,
+}
+
+pub struct RelayDeps {
+    pub store: DynStore,
+    pub registry: Registry,
+    pub spool: Arc<Spool>,
+    pub metrics: LiveMetrics,
+}
+
+/// The handle ingest and the API hold.
+pub struct Relay {
+    tx: mpsc::UnboundedSender<Msg>,
+    stats: Arc<Mutex<UploadStats>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a relay starts from: the stream's segments so far (after a reconnect or
+/// a restart).
+pub struct RelayStart {
+    pub stream: Uuid,
+    pub window: usize,
+    pub target_s: u64,
+    pub existing: Vec<SegmentRecord>,
+}
+
+impl Relay {
+    pub fn start(deps: Arc<RelayDeps>, start: RelayStart) -> Relay {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(UploadStats::default()));
+        let mut worker = Worker::new(deps, start, stats.clone());
+        let span = info_span!("live_relay", stream_id = %worker.stream);
+        let task = tokio::spawn(
+            async move {
+                worker.recover().await;
+                worker.run(rx).await;
+            }
+            .instrument(span),
+        );
+        Relay {
+            tx,
+            stats,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Hands over a closed segment. Never blocks.
+    pub fn segment(&self, media: ClosedMedia) {
+        let _ = self.tx.send(Msg::Segment(media, Instant::now()));
+    }
+
+    /// Pins were added or closed: the playlists are written again.
+    pub fn pins_changed(&self) {
+        let _ = self.tx.send(Msg::PinsChanged);
+    }
+
+    /// The stream is over: store what is left, write the replay, stop.
+    pub fn end(&self) {
+        let _ = self.tx.send(Msg::End);
+    }
+
+    pub fn stats(&self) -> UploadStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the task to stop (after [`Relay::end`]), at most `limit`.
+    pub async fn join(&self, limit: Duration) -> bool {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match task {
+            Some(task) => tokio::time::timeout(limit, task).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+struct Pending {
+    record: SegmentRecord,
+    closed_at: Instant,
+}
+
+struct Worker {
+    deps: Arc<RelayDeps>,
+    stream: Uuid,
+    window: usize,
+    target_s: u64,
+    next_sequence: u64,
+    /// Spooled, not yet stored, in order.
+    pending: VecDeque<Pending>,
+    /// Stored, in order: what playlists list.
+    stored: Vec<LiveSegment>,
+    pins: Vec<Pin>,
+    playlist_dirty: bool,
+    /// A segment was dropped; the next one starts after a discontinuity.
+    gap: bool,
+    ending: bool,
+    stats: Arc<Mutex<UploadStats>>,
+    stats_written: Instant,
+}
+
+impl Worker {
+    fn new(deps: Arc<RelayDeps>, start: RelayStart, stats: Arc<Mutex<UploadStats>>) -> Worker {
+        let next_sequence = start.existing.last().map(|s| s.sequence + 1).unwrap_or(0);
+        let mut worker = Worker {
+            deps,
+            stream: start.stream,
+            window: start.window,
+            target_s: start.target_s,
+            next_sequence,
+            pending: VecDeque::new(),
+            stored: Vec::new(),
+            pins: Vec::new(),
+            playlist_dirty: false,
+            gap: false,
+            ending: false,
+            stats,
+            stats_written: Instant::now(),
+        };
+        let now = Instant::now();
+        for record in start.existing {
+            if record.stored {
+                worker.stored.push(worker.live_segment(&record));
+            } else {
+                worker.pending.push_back(Pending {
+                    record,
+                    closed_at: now,
+                });
+            }
+        }
+        worker
+    }
+
+    fn live_segment(&self, record: &SegmentRecord) -> LiveSegment {
+        LiveSegment {
+            sequence: record.sequence,
+            uri: StreamKeys::segment_name(record.sequence),
+            duration_s: record.duration_us as f64 / 1e6,
+            discontinuity: record.discontinuity,
+            independent: record.independent,
+            started_at: DateTime::from_timestamp_millis(record.started_at).unwrap_or_default(),
+        }
+    }
+
+    /// After a restart: segments the registry lists as spooled but whose file is
+    /// gone cannot be stored; they are skipped with a discontinuity.
+    async fn recover(&mut self) {
+        let mut kept = VecDeque::new();
+        let mut lost = false;
+        for mut p in std::mem::take(&mut self.pending) {
+            if self.deps.spool.has(self.stream, p.record.sequence).await {
+                p.record.discontinuity |= lost;
+                lost = false;
+                kept.push_back(p);
+            } else {
+                warn!(
+                    sequence = p.record.sequence,
+                    "spooled segment is gone; skipped"
+                );
+                self.deps.metrics.dropped("spool_lost");
+                lost = true;
+            }
+        }
+        self.gap = lost;
+        self.pending = kept;
+        if let Ok(pins) = self.deps.registry.pins(self.stream).await {
+            self.pins = pins.iter().map(pin_of).collect();
+        }
+        self.publish_stats();
+    }
+
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            while let Ok(msg) = rx.try_recv() {
+                self.handle(msg).await;
+            }
+            let idle = self.pending.is_empty() && !self.playlist_dirty;
+            if idle && !self.ending {
+                match rx.recv().await {
+                    Some(msg) => self.handle(msg).await,
+                    None => self.ending = true,
+                }
+                continue;
+            }
+            let result = if idle {
+                self.finish().await
+            } else {
+                self.step().await
+            };
+            match result {
+                Ok(true) => break,
+                Ok(false) => backoff = BACKOFF_MIN,
+                Err(err) => {
+                    self.deps.metrics.upload_failures.inc();
+                    warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "live upload failed; will retry");
+                    self.publish_stats();
+                    if self.stats_written.elapsed() >= STATS_EVERY {
+                        self.write_stats().await;
+                    }
+                    let sleep = tokio::time::sleep(backoff);
+                    tokio::pin!(sleep);
+                    // Keep taking segments into the spool while waiting.
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            msg = rx.recv(), if !self.ending => match msg {
+                                Some(msg) => self.handle(msg).await,
+                                None => self.ending = true,
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.deps.spool.close_stream(self.stream).await;
+        info!("relay done");
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Segment(media, closed_at) => self.spool(media, closed_at).await,
+            Msg::PinsChanged => {
+                match self.deps.registry.pins(self.stream).await {
+                    Ok(pins) => self.pins = pins.iter().map(pin_of).collect(),
+                    Err(e) => warn!(error = %e, "cannot read pins"),
+                }
+                self.playlist_dirty = !self.stored.is_empty();
+            }
+            Msg::End => self.ending = true,
+        }
+    }
+
+    async fn spool(&mut self, media: ClosedMedia, closed_at: Instant) {
+        let sequence = self.next_sequence;
+        let bytes = media.data.len() as u64;
+        match self
+            .deps
+            .spool
+            .write(self.stream, sequence, media.data)
+            .await
+        {
+            Ok(()) => {}
+            Err(err) => {
+                let reason = match err {
+                    SpoolError::Full { .. } => "spool_full",
+                    SpoolError::Io(_) => "spool_io",
+                };
+                warn!(error = %err, "live segment dropped");
+                self.deps.metrics.dropped(reason);
+                self.gap = true;
+                self.stats_mut().segments_dropped += 1;
+                return;
+            }
+        }
+        let record = SegmentRecord {
+            sequence,
+            duration_us: media.duration_us,
+            started_at: media.started_at.timestamp_millis(),
+            discontinuity: media.discontinuity || std::mem::take(&mut self.gap),
+            independent: media.independent,
+            bytes,
+            stored: false,
+        };
+        // The row makes the spooled file recoverable after a restart; if the
+        // database hiccups the upload still goes on, and the row is written
+        // again (idempotently) when the segment is stored.
+        if let Err(e) = self.deps.registry.add_segment(self.stream, &record).await {
+            warn!(error = %e, sequence, "cannot record the spooled segment yet");
+        }
+        self.next_sequence += 1;
+        self.deps
+            .metrics
+            .spool_bytes
+            .set(self.deps.spool.used() as i64);
+        debug!(sequence, bytes, "segment spooled");
+        self.pending.push_back(Pending { record, closed_at });
+        self.publish_stats();
+    }
+
+    /// Stores the oldest pending segment, or the playlist once all are stored.
+    /// `Ok(false)`: progress, more to do.
+    async fn step(&mut self) -> Result<bool, StoreError> {
+        let Some(head) = self.pending.front() else {
+            self.upload_live_playlist(false).await?;
+            self.playlist_dirty = false;
+            return Ok(false);
+        };
+        let record = head.record.clone();
+        let closed_at = head.closed_at;
+        let key = self.key(&StreamKeys::segment_name(record.sequence))?;
+        let path = self.deps.spool.path(self.stream, record.sequence);
+        let started = Instant::now();
+        self.deps
+            .store
+            .put_file(&key, &path, &segment_options(SEGMENT_CACHE, "video/mp2t"))
+            .await?;
+        self.deps
+            .metrics
+            .upload_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.deps
+            .metrics
+            .upload_lag_seconds
+            .observe(closed_at.elapsed().as_secs_f64());
+        self.deps.metrics.segments_uploaded.inc();
+        self.pending.pop_front();
+        self.deps.spool.remove(self.stream, record.sequence).await;
+        self.deps
+            .metrics
+            .spool_bytes
+            .set(self.deps.spool.used() as i64);
+        self.stored.push(self.live_segment(&record));
+        self.playlist_dirty = true;
+        self.stats_mut().segments_uploaded += 1;
+        self.publish_stats();
+        let stats = self.stats();
+        let mut stored = record.clone();
+        stored.stored = true;
+        let registry = &self.deps.registry;
+        let recorded = match registry
+            .segment_stored(self.stream, record.sequence, stats)
+            .await
+        {
+            Ok(()) => registry.add_segment(self.stream, &stored).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            // The object is stored; the row catches up with the next segment.
+            warn!(error = %e, sequence = record.sequence, "cannot record the stored segment");
+        }
+        self.stats_written = Instant::now();
+        debug!(sequence = record.sequence, "segment stored");
+        Ok(false)
+    }
+
+    async fn upload_live_playlist(&self, ended: bool) -> Result<(), StoreError> {
+        if self.stored.is_empty() {
+            return Ok(());
+        }
+        let text = if ended {
+            // Players stop polling at ENDLIST; the window is kept.
+            let shown = &self.stored[self.stored.len().saturating_sub(self.window)..];
+            let mut text = playlist::live(&self.stored, self.window, self.target_s, &self.pins);
+            if !shown.is_empty() {
+                text.push_str("#EXT-X-ENDLIST\n");
+            }
+            text
+        } else {
+            playlist::live(&self.stored, self.window, self.target_s, &self.pins)
+        };
+        let key = self.key("index.m3u8")?;
+        self.deps
+            .store
+            .put_bytes(
+                &key,
+                Bytes::from(text),
+                &segment_options(LIVE_PLAYLIST_CACHE, "application/vnd.apple.mpegurl"),
+            )
+            .await
+    }
+
+    /// Everything is stored and the stream is over: the replay, then done.
+    async fn finish(&mut self) -> Result<bool, StoreError> {
+        if let Ok(pins) = self.deps.registry.pins(self.stream).await {
+            self.pins = pins.iter().map(pin_of).collect();
+        }
+        if !self.stored.is_empty() {
+            self.upload_live_playlist(true).await?;
+            let text = playlist::replay(&self.stored, self.target_s, &self.pins);
+            let key = self.key("replay.m3u8")?;
+            self.deps
+                .store
+                .put_bytes(
+                    &key,
+                    Bytes::from(text),
+                    &segment_options(REPLAY_CACHE, "application/vnd.apple.mpegurl"),
+                )
+                .await?;
+        }
+        if let Err(e) = self.deps.registry.set_replay_written(self.stream).await {
+            warn!(error = %e, "cannot record the replay; it is written again at the next start");
+        }
+        self.write_stats().await;
+        info!(segments = self.stored.len(), "replay written");
+        Ok(true)
+    }
+
+    fn key(&self, name: &str) -> Result<ObjectKey, StoreError> {
+        Ok(ObjectKey::parse(format!(
+            "{}/{name}",
+            StreamKeys::prefix(self.stream)
+        ))?)
+    }
+
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, UploadStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats(&self) -> UploadStats {
+        *self.stats_mut()
+    }
+
+    /// Refreshes the counters the API reads from this node.
+    fn publish_stats(&self) {
+        let lag = self
+            .pending
+            .front()
+            .map(|p| p.closed_at.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        let spool: u64 = self.pending.iter().map(|p| p.record.bytes).sum();
+        let mut stats = self.stats_mut();
+        stats.upload_lag_ms = lag;
+        stats.spool_bytes = spool;
+    }
+
+    async fn write_stats(&mut self) {
+        self.publish_stats();
+        let stats = self.stats();
+        if let Err(e) = self.deps.registry.set_stats(self.stream, stats).await {
+            debug!(error = %e, "cannot write stream counters");
+        }
+        self.stats_written = Instant::now();
+    }
+}
+
+fn pin_of(record: &PinRecord) -> Pin {
+    Pin {
+        id: record.id.clone(),
+        start: DateTime::from_timestamp_millis(record.start_ms).unwrap_or_default(),
+        end: record.end_ms.and_then(DateTime::from_timestamp_millis),
+        attributes: record.attributes.clone(),
+    }
+}
+
+fn segment_options(cache: &str, content_type: &str) -> PutOptions {
+    PutOptions {
+        content_type: Some(content_type.to_string()),
+        cache_control: Some(cache.to_string()),
+        visibility: Visibility::Public,
+    }
+}

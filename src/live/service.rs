@@ -1,0 +1,591 @@
+//! The live service: streams, who may publish to them, and the life of a
+//! broadcast from the first frame to the replay.
+//!
+//! One [`Active`] per stream this node relays holds what outlives a single
+//! publisher connection: the segmenter (sequence numbers, timestamps carried
+//! over a reconnect) and the [`Relay`]. Ingest front ends (RTMP, SRT) ask the
+//! service to open a publisher ([`LiveService::open_publisher`]) and feed
+//! media into the [`Publisher`] they get.
+//!
+//! Rules:
+//! - an unknown or revoked key is refused; so is a second publisher while one
+//!   is connected (it cannot disturb the first);
+//! - a publisher that leaves may come back within the profile's reconnect
+//!   window and continue the same stream after a discontinuity;
+//! - the stream ends when that window passes, or when it is deleted; then the
+//!   relay stores what is left and writes the replay.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::flv::FlvDepacketizer;
+use super::key::{self, KeyDigest};
+use super::metrics::LiveMetrics;
+use super::registry::{InputInfo, Registry, RegistryError, StreamRecord, StreamState};
+use super::relay::{ClosedMedia, Relay, RelayDeps, RelayStart};
+use super::segmenter::{ClosedSegment, Segmenter, SegmenterConfig};
+use super::spool::Spool;
+use crate::presets::{LiveProfile, Presets};
+
+/// Why a publisher is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownKey,
+    AlreadyLive,
+    /// The registry cannot be read; the publisher should retry.
+    Unavailable,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::AlreadyLive => "already_live",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("stream not found")]
+    NotFound,
+    #[error("unknown live profile `{0}`")]
+    UnknownProfile(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What stays of a stream while this node relays it.
+struct Active {
+    id: Uuid,
+    profile: LiveProfile,
+    relay: Relay,
+    media: Mutex<MediaState>,
+    /// The connection that owns the stream now (0: none).
+    publisher: AtomicU64,
+    kick: Mutex<CancellationToken>,
+    /// Publishers the stream has had; a reconnect window only ends the stream
+    /// if nobody connected since it started.
+    generation: AtomicU64,
+    ended: AtomicBool,
+}
+
+struct MediaState {
+    segmenter: Segmenter,
+    /// Wall clock and 90 kHz time of the first segment since the publisher
+    /// (re)connected: segment start times follow the media clock from there.
+    anchor: Option<(DateTime<Utc>, i64)>,
+    input_reported: bool,
+}
+
+pub struct LiveService {
+    registry: Registry,
+    presets: Arc<Presets>,
+    metrics: LiveMetrics,
+    relay_deps: Arc<RelayDeps>,
+    node_id: String,
+    active: Mutex<HashMap<Uuid, Arc<Active>>>,
+    next_connection: AtomicU64,
+    me: Weak<LiveService>,
+}
+
+pub struct LiveDeps {
+    pub registry: Registry,
+    pub store: crate::store::DynStore,
+    pub presets: Arc<Presets>,
+    pub metrics: LiveMetrics,
+    pub spool: Arc<Spool>,
+    pub node_id: String,
+}
+
+impl LiveService {
+    pub fn new(deps: LiveDeps) -> Arc<LiveService> {
+        Arc::new_cyclic(|me| LiveService {
+            relay_deps: Arc::new(RelayDeps {
+                store: deps.store,
+                registry: deps.registry.clone(),
+                spool: deps.spool,
+                metrics: deps.metrics.clone(),
+            }),
+            registry: deps.registry,
+            presets: deps.presets,
+            metrics: deps.metrics,
+            node_id: deps.node_id,
+            active: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            me: me.clone(),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn active_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Active>>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a stream; returns it and its key (the only time the key exists
+    /// in clear).
+    pub async fn create(
+        &self,
+        name: &str,
+        profile: &str,
+    ) -> Result<(StreamRecord, String), LiveError> {
+        if self.presets.live_profile(profile).is_none() {
+            return Err(LiveError::UnknownProfile(profile.to_string()));
+        }
+        let key = key::generate();
+        let record = self
+            .registry
+            .create(Uuid::now_v7(), name, profile, key.digest)
+            .await?;
+        info!(stream_id = %record.id, profile, "live stream created");
+        Ok((record, key.secret))
+    }
+
+    /// A stream, with this node's fresh upload counters when it relays it.
+    pub async fn get(&self, id: Uuid) -> Result<StreamRecord, LiveError> {
+        let mut record = self.registry.get(id).await?.ok_or(LiveError::NotFound)?;
+        self.overlay_stats(&mut record);
+        Ok(record)
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<StreamState>,
+        limit: u32,
+    ) -> Result<Vec<StreamRecord>, LiveError> {
+        let mut records = self.registry.list(state, limit).await?;
+        for record in &mut records {
+            self.overlay_stats(record);
+        }
+        Ok(records)
+    }
+
+    fn overlay_stats(&self, record: &mut StreamRecord) {
+        let active = self.active_map().get(&record.id).cloned();
+        if let Some(active) = active {
+            let stats = active.relay.stats();
+            record.segments_uploaded = record.segments_uploaded.max(stats.segments_uploaded);
+            record.segments_dropped = record.segments_dropped.max(stats.segments_dropped);
+            record.upload_lag_ms = stats.upload_lag_ms;
+            record.spool_bytes = stats.spool_bytes;
+        }
+    }
+
+    /// Ends a stream now (the API's `DELETE`): revokes its key, drops its
+    /// publisher, and has the relay write the replay.
+    pub async fn end(&self, id: Uuid, reason: &str) -> Result<StreamRecord, LiveError> {
+        let record = self.registry.get(id).await?.ok_or(LiveError::NotFound)?;
+        if record.state != StreamState::Ended {
+            self.registry.end(id, reason).await?;
+            self.registry
+                .end_all_pins(id, crate::jobs::model::now_ms())
+                .await?;
+            info!(stream_id = %id, reason, "live stream ended");
+        }
+        let active = self.active_map().get(&id).cloned();
+        if let Some(active) = active {
+            self.wind_down(&active);
+        } else if record.state == StreamState::Live && !record.replay_written {
+            // Relayed by no node right now (e.g. the publisher had left): this
+            // node writes the replay.
+            self.resume_relay(&record, true).await?;
+        }
+        self.get(id).await
+    }
+
+    /// Stops the stream's publisher (if any) and lets the relay finish.
+    fn wind_down(&self, active: &Arc<Active>) {
+        if active.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        active
+            .kick
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
+        // Anything the segmenter holds goes out as the last segment.
+        let last = {
+            let mut media = active.media.lock().unwrap_or_else(|p| p.into_inner());
+            media.segmenter.finish()
+        };
+        if let Some(segment) = last {
+            self.hand_over(active, segment);
+        }
+        active.relay.end();
+        let me = self.me.clone();
+        let active = active.clone();
+        tokio::spawn(async move {
+            // The relay may have to wait for the store for a long time; the
+            // stream leaves the map once its replay is written.
+            active.relay.join(std::time::Duration::MAX).await;
+            if let Some(service) = me.upgrade() {
+                service.active_map().remove(&active.id);
+            }
+        });
+    }
+
+    /// Called by ingest when a publisher presents `key`.
+    pub async fn open_publisher(
+        &self,
+        presented: &str,
+        protocol: &'static str,
+    ) -> Result<Publisher, Refusal> {
+        let refused = |r: Refusal| {
+            self.metrics.refused(r.reason());
+            r
+        };
+        if !key::well_formed(presented) {
+            return Err(refused(Refusal::UnknownKey));
+        }
+        let record = match self.registry.by_key(KeyDigest::of(presented)).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(refused(Refusal::UnknownKey)),
+            Err(e) => {
+                warn!(error = %e, "cannot look up a stream key");
+                return Err(refused(Refusal::Unavailable));
+            }
+        };
+        let active = match self.active_for(&record).await {
+            Ok(active) => active,
+            Err(e) => {
+                warn!(error = %e, "cannot open the stream's relay");
+                return Err(refused(Refusal::Unavailable));
+            }
+        };
+        // Every await is behind us before the claim: ingest may drop this future
+        // at any await (deadline, shutdown), and a claim must never leak.
+        match self.registry.set_live(record.id, &self.node_id, None).await {
+            Ok(true) => {}
+            Ok(false) => return Err(refused(Refusal::UnknownKey)),
+            Err(e) => {
+                warn!(error = %e, "cannot mark the stream live");
+                return Err(refused(Refusal::Unavailable));
+            }
+        }
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        if active.ended.load(Ordering::Acquire)
+            || active
+                .publisher
+                .compare_exchange(0, connection, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Err(refused(Refusal::AlreadyLive));
+        }
+        active.generation.fetch_add(1, Ordering::AcqRel);
+        let kick = CancellationToken::new();
+        *active.kick.lock().unwrap_or_else(|p| p.into_inner()) = kick.clone();
+        {
+            let mut media = active.media.lock().unwrap_or_else(|p| p.into_inner());
+            media.anchor = None;
+            media.input_reported = false;
+        }
+        self.metrics.streams.inc();
+        self.metrics.published(protocol);
+        info!(stream_id = %record.id, protocol, "publisher connected");
+        Ok(Publisher {
+            service: self.me.clone(),
+            active,
+            connection,
+            kick,
+            depacketizer: FlvDepacketizer::new(),
+            metadata: InputInfo::default(),
+            closed: false,
+        })
+    }
+
+    /// The stream's [`Active`], created on its first publisher.
+    async fn active_for(&self, record: &StreamRecord) -> Result<Arc<Active>, LiveError> {
+        if let Some(active) = self.active_map().get(&record.id) {
+            return Ok(active.clone());
+        }
+        self.resume_relay(record, false).await
+    }
+
+    async fn resume_relay(
+        &self,
+        record: &StreamRecord,
+        ending: bool,
+    ) -> Result<Arc<Active>, LiveError> {
+        let profile = self
+            .presets
+            .live_profile(&record.profile)
+            .or_else(|| self.presets.live_profile("default"))
+            .cloned()
+            .ok_or_else(|| LiveError::UnknownProfile(record.profile.clone()))?;
+        let existing = self.registry.segments(record.id).await?;
+        let resumed = !existing.is_empty();
+        let relay = Relay::start(
+            self.relay_deps.clone(),
+            RelayStart {
+                stream: record.id,
+                window: profile.window,
+                target_s: profile.target_s(),
+                existing,
+            },
+        );
+        let mut config = SegmenterConfig::new(profile.segment_ticks());
+        config.max_ticks = profile.max_segment_ticks();
+        let mut segmenter = Segmenter::new(config);
+        if resumed {
+            segmenter.resume();
+        }
+        let active = Arc::new(Active {
+            id: record.id,
+            profile,
+            relay,
+            media: Mutex::new(MediaState {
+                segmenter,
+                anchor: None,
+                input_reported: false,
+            }),
+            publisher: AtomicU64::new(0),
+            kick: Mutex::new(CancellationToken::new()),
+            generation: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        });
+        let mut map = self.active_map();
+        // Another publisher may have raced us here; the first one wins.
+        let active = map.entry(record.id).or_insert(active).clone();
+        drop(map);
+        if ending {
+            self.wind_down(&active);
+        }
+        Ok(active)
+    }
+
+    /// Picks up, after a restart, the streams this node was relaying: their
+    /// spooled segments are stored, and each either gets its publisher back
+    /// within the reconnect window or ends with a replay.
+    pub async fn recover(&self) -> Result<(), LiveError> {
+        let spooled = self.relay_deps.spool.streams().unwrap_or_default();
+        for id in spooled {
+            let Some(record) = self.registry.get(id).await? else {
+                continue;
+            };
+            if record.replay_written {
+                self.relay_deps.spool.close_stream(id).await;
+                continue;
+            }
+            let ended = record.state == StreamState::Ended;
+            let active = self.resume_relay(&record, ended).await?;
+            info!(stream_id = %id, ended, "resumed a live stream left by an earlier run");
+            if !ended {
+                self.start_reconnect_window(&active);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream if nobody publishes to it within the reconnect window.
+    fn start_reconnect_window(&self, active: &Arc<Active>) {
+        let me = self.me.clone();
+        let active = active.clone();
+        let generation = active.generation.load(Ordering::Acquire);
+        tokio::spawn(async move {
+            tokio::time::sleep(active.profile.reconnect_window()).await;
+            let Some(service) = me.upgrade() else { return };
+            let nobody_came = active.generation.load(Ordering::Acquire) == generation
+                && active.publisher.load(Ordering::Acquire) == 0;
+            if !nobody_came || active.ended.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = service.end(active.id, "publisher_left").await {
+                warn!(stream_id = %active.id, error = %e, "cannot end the stream; retried at the next start");
+            }
+        });
+    }
+
+    fn publisher_left(&self, active: &Arc<Active>, connection: u64) {
+        if active
+            .publisher
+            .compare_exchange(connection, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        self.metrics.streams.dec();
+        if active.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let last = {
+            let mut media = active.media.lock().unwrap_or_else(|p| p.into_inner());
+            let last = media.segmenter.finish();
+            media.segmenter.resume();
+            last
+        };
+        if let Some(segment) = last {
+            self.hand_over(active, segment);
+        }
+        info!(stream_id = %active.id, "publisher left; waiting for a reconnect");
+        self.start_reconnect_window(active);
+    }
+
+    fn hand_over(&self, active: &Active, segment: ClosedSegment) {
+        let duration_us = segment.duration_ticks * 100 / 9;
+        let started_at = {
+            let mut media = active.media.lock().unwrap_or_else(|p| p.into_inner());
+            let (wall, dts) = *media.anchor.get_or_insert_with(|| {
+                let now = Utc::now();
+                (
+                    now - chrono::Duration::microseconds(duration_us as i64),
+                    segment.start_dts,
+                )
+            });
+            wall + chrono::Duration::microseconds((segment.start_dts - dts) * 100 / 9)
+        };
+        active.relay.segment(ClosedMedia {
+            data: segment.data,
+            duration_us,
+            started_at,
+            discontinuity: segment.discontinuity,
+            independent: segment.independent,
+        });
+    }
+
+    /// On shutdown: publishers are dropped (they reconnect to the restarted
+    /// node), and relays get `grace` to store what they hold; the spool keeps
+    /// the rest for the next start.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let active: Vec<Arc<Active>> = self.active_map().values().cloned().collect();
+        for a in &active {
+            a.kick.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for a in &active {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if a.ended.load(Ordering::Acquire) {
+                a.relay.join(left).await;
+            }
+        }
+    }
+}
+
+/// One connected publisher: media in, segments out.
+pub struct Publisher {
+    service: Weak<LiveService>,
+    active: Arc<Active>,
+    connection: u64,
+    kick: CancellationToken,
+    depacketizer: FlvDepacketizer,
+    metadata: InputInfo,
+    closed: bool,
+}
+
+impl Publisher {
+    pub fn stream_id(&self) -> Uuid {
+        self.active.id
+    }
+
+    /// Cancelled when the service wants this publisher gone (stream deleted,
+    /// node shutting down).
+    pub fn kicked(&self) -> CancellationToken {
+        self.kick.clone()
+    }
+
+    /// Idle timeout of the stream's profile.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.active.profile.idle_timeout()
+    }
+
+    /// What `onMetaData` said (size and frame rate).
+    pub fn metadata(&mut self, width: Option<u32>, height: Option<u32>, frame_rate: Option<f64>) {
+        self.metadata.width = width.or(self.metadata.width);
+        self.metadata.height = height.or(self.metadata.height);
+        self.metadata.frame_rate = frame_rate.or(self.metadata.frame_rate);
+    }
+
+    /// An FLV video tag body. An error means the media cannot be relayed; the
+    /// connection should end.
+    pub fn flv_video(
+        &mut self,
+        timestamp_ms: u32,
+        body: &[u8],
+    ) -> Result<(), super::flv::FlvError> {
+        let Some(frame) = self.depacketizer.video(timestamp_ms, body)? else {
+            return Ok(());
+        };
+        let closed = {
+            let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
+            media
+                .segmenter
+                .set_audio(self.depacketizer.audio_codec().is_some());
+            media.segmenter.push_video(frame)
+        };
+        if let Some(segment) = closed {
+            self.closed_segment(segment);
+        }
+        Ok(())
+    }
+
+    /// An FLV audio tag body.
+    pub fn flv_audio(
+        &mut self,
+        timestamp_ms: u32,
+        body: &[u8],
+    ) -> Result<(), super::flv::FlvError> {
+        if let Some(frame) = self.depacketizer.audio(timestamp_ms, body)? {
+            let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
+            media.segmenter.push_audio(frame);
+        }
+        Ok(())
+    }
+
+    fn closed_segment(&mut self, segment: ClosedSegment) {
+        let Some(service) = self.service.upgrade() else {
+            return;
+        };
+        let report = {
+            let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
+            !std::mem::replace(&mut media.input_reported, true)
+        };
+        if report {
+            let mut input = self.metadata.clone();
+            input.video_codec = self.depacketizer.video_codec();
+            input.audio_codec = self.depacketizer.audio_codec();
+            if segment.duration_ticks > 0 {
+                input.bitrate_kbps = Some(
+                    (segment.data.len() as u64 * 8 * 90 / segment.duration_ticks.max(1)) as u32,
+                );
+            }
+            let registry = service.registry.clone();
+            let id = self.active.id;
+            tokio::spawn(async move {
+                if let Err(e) = registry.set_input(id, &input).await {
+                    warn!(stream_id = %id, error = %e, "cannot record the stream's input");
+                }
+            });
+        }
+        service.hand_over(&self.active, segment);
+    }
+
+    /// The publisher is gone (clean stop, dropped connection, idle, kicked).
+    pub fn leave(mut self, reason: &str) {
+        info!(stream_id = %self.active.id, reason, "publisher gone");
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        if let Some(service) = self.service.upgrade() {
+            service.publisher_left(&self.active, self.connection);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,535 @@
+//! Live streams end to end: the real node, ffmpeg as the RTMP publisher, the
+//! filesystem store or a real S3-compatible server, ffprobe/ffmpeg as players.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Node, S3Server, TOKEN, eventually, fixture};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CLIP: &str = "landscape-640x360-h264-aac-17s.mp4";
+const SEGMENT_S: f64 = 2.0;
+
+/// A pipelines dir with a `quick` live profile: the default, with a short
+/// reconnect window so a stream ends soon after its publisher stops.
+fn quick_profile(dir: &Path, reconnect_window_s: f64) -> String {
+    let live = dir.join("pipelines/live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(
+        live.join("quick.toml"),
+        format!(
+            "segment_s = {SEGMENT_S}\nmax_segment_s = 3.0\nwindow = 6\n\
+             reconnect_window_s = {reconnect_window_s}\n\
+             idle_timeout_s = 5.0\nposter_interval_s = 0.0\n"
+        ),
+    )
+    .unwrap();
+    dir.join("pipelines").display().to_string()
+}
+
+async fn create_stream(node: &Node, profile: &str) -> Value {
+    let res = node
+        .client
+        .post(node.url("/v1/live/streams"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "launch", "profile": profile}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json().await.unwrap()
+}
+
+async fn stream(node: &Node, id: &str) -> Value {
+    node.get_json(&format!("/v1/live/streams/{id}")).await
+}
+
+async fn wait_state(node: &Node, id: &str, state: &str, limit: Duration) -> Value {
+    let what = format!("stream {id} to be {state}");
+    eventually(limit, &what, || async {
+        let s = stream(node, id).await;
+        (s["state"] == state).then_some(s)
+    })
+    .await
+}
+
+/// ffmpeg publishing the test clip (looped) for `seconds`, like a creator's app.
+fn publish(url: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(fixture(CLIP))
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// Waits for a publisher to exit; returns whether it succeeded and its stderr.
+async fn finished(mut child: Child, limit: Duration) -> (bool, String) {
+    let status = eventually(limit, "ffmpeg to exit", || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut err);
+    }
+    (status.success(), err)
+}
+
+fn ffprobe_duration(url: &str) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn media_playlist(text: &str) -> m3u8_rs::MediaPlaylist {
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+        other => panic!("not a media playlist ({other:?}):\n{text}"),
+    }
+}
+
+/// The replay lists every segment once, in order, without gaps.
+fn assert_complete(replay: &m3u8_rs::MediaPlaylist) {
+    assert!(replay.end_list);
+    assert_eq!(replay.media_sequence, 0);
+    for (i, seg) in replay.segments.iter().enumerate() {
+        assert_eq!(seg.uri, format!("{i:08}.ts"), "segment {i}");
+        assert!(!seg.discontinuity, "segment {i} follows a gap");
+    }
+}
+
+#[tokio::test]
+async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 2.0))
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let key = created["stream_key"].as_str().unwrap();
+    assert!(key.len() >= 22, "at least 128 bits: {key}");
+    let rtmp_url = created["rtmp_url"].as_str().unwrap();
+    assert!(rtmp_url.starts_with("rtmp://127.0.0.1:"), "{rtmp_url}");
+    assert!(rtmp_url.ends_with(&format!("/live/{key}")), "{rtmp_url}");
+    assert_eq!(created["state"], "idle");
+    assert_eq!(created["playlist_key"], format!("live/{id}/index.m3u8"));
+    assert_eq!(created["replay_key"], format!("live/{id}/replay.m3u8"));
+    let playlist_url = created["playlist_url"].as_str().unwrap().to_string();
+    let replay_url = created["replay_url"].as_str().unwrap().to_string();
+    // The key is never shown again.
+    assert!(stream(&node, &id).await.get("stream_key").is_none());
+
+    let publisher = publish(rtmp_url, 30);
+    let live = wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    let went_live = Instant::now();
+    assert!(live["started_at"].is_string(), "{live}");
+
+    // The first segment reaches the store within two segment durations of the
+    // first frame (plus polling slack).
+    let first = node.url(&format!("/media/live/{id}/00000000.ts"));
+    eventually(Duration::from_secs(20), "the first segment", || async {
+        let res = node.client.head(&first).send().await.ok()?;
+        res.status().is_success().then_some(())
+    })
+    .await;
+    let first_after = went_live.elapsed();
+    eprintln!("first segment stored {first_after:?} after the stream went live");
+    assert!(
+        first_after.as_secs_f64() <= 2.0 * SEGMENT_S + 1.0,
+        "first segment after {first_after:?}"
+    );
+
+    // Mid-stream: ffmpeg plays the live playlist, and the status tells the truth.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let res = node.client.get(&playlist_url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()[reqwest::header::CACHE_CONTROL],
+        "public, max-age=1"
+    );
+    let text = res.text().await.unwrap();
+    let live_playlist = media_playlist(&text);
+    assert!(!live_playlist.end_list);
+    assert!(live_playlist.segments.len() >= 3, "{text}");
+    let play = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i", &playlist_url])
+        .args(["-t", "3", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        play.status.success(),
+        "ffmpeg cannot play the live playlist: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let s = stream(&node, &id).await;
+    assert_eq!(s["state"], "live");
+    assert!(s["segments_uploaded"].as_u64().unwrap() >= 3, "{s}");
+    assert!(
+        s["upload_lag_ms"].is_u64() && s["spool_bytes"].is_u64(),
+        "{s}"
+    );
+    assert!(
+        s["input"]["video_codec"]
+            .as_str()
+            .unwrap()
+            .starts_with("avc1."),
+        "{s}"
+    );
+    assert_eq!(s["input"]["audio_codec"], "mp4a.40.2", "{s}");
+    let seg = node.client.head(&first).send().await.unwrap();
+    assert_eq!(
+        seg.headers()[reqwest::header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "publisher failed: {err}");
+    let ended = wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
+    assert_eq!(ended["end_reason"], "publisher_left");
+    let ended = eventually(Duration::from_secs(30), "the replay", || async {
+        let s = stream(&node, &id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await;
+    assert_eq!(ended["upload_lag_ms"], 0);
+    assert_eq!(ended["spool_bytes"], 0);
+
+    let replay_text = node
+        .client
+        .get(&replay_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replay = media_playlist(&replay_text);
+    assert_complete(&replay);
+    assert_eq!(
+        replay.segments.len() as u64,
+        ended["segments_uploaded"].as_u64().unwrap()
+    );
+    let duration = ffprobe_duration(&replay_url);
+    assert!(
+        (duration - 30.0).abs() <= 2.0,
+        "replay lasts {duration} s:\n{replay_text}"
+    );
+    // The live playlist ends too, so players stop polling.
+    let text = node
+        .client
+        .get(&playlist_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(media_playlist(&text).end_list, "{text}");
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("media_node_live_publishes_total{protocol=\"rtmp\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_keys_and_hijacks_are_refused_without_disturbing_the_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 2.0))
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let rtmp_url = created["rtmp_url"].as_str().unwrap().to_string();
+    let base = rtmp_url.rsplit_once('/').unwrap().0.to_string();
+
+    let publisher = publish(&rtmp_url, 16);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+
+    // Wrong keys: refused, ffmpeg gives up with an error.
+    for bad in ["not-a-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let (ok, err) = finished(
+            publish(&format!("{base}/{bad}"), 5),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(!ok, "a wrong key was accepted: {err}");
+    }
+    // A second publisher on the live key: refused too.
+    let (ok, err) = finished(publish(&rtmp_url, 5), Duration::from_secs(60)).await;
+    assert!(!ok, "a hijack was accepted: {err}");
+
+    // The first publisher never noticed.
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "the first publisher was disturbed: {err}");
+    wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
+    let ended = eventually(Duration::from_secs(30), "the replay", || async {
+        let s = stream(&node, &id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await;
+    let replay_url = ended["replay_url"].as_str().unwrap();
+    let text = node
+        .client
+        .get(replay_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_complete(&media_playlist(&text));
+    let duration = ffprobe_duration(replay_url);
+    assert!((duration - 16.0).abs() <= 2.0, "replay lasts {duration} s");
+
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("media_node_live_publish_refused_total{reason=\"unknown_key\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("media_node_live_publish_refused_total{reason=\"already_live\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_stream_ends_it_and_revokes_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 30.0))
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let rtmp_url = created["rtmp_url"].as_str().unwrap().to_string();
+    let publisher = publish(&rtmp_url, 60);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(20), "two segments", || async {
+        let s = stream(&node, &id).await;
+        (s["segments_uploaded"].as_u64()? >= 2).then_some(())
+    })
+    .await;
+
+    let res = node
+        .client
+        .delete(node.url(&format!("/v1/live/streams/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["state"], "ended");
+    assert_eq!(body["end_reason"], "deleted");
+    // The publisher is dropped at once, not after the reconnect window...
+    let (_, _) = finished(publisher, Duration::from_secs(30)).await;
+    // ...and cannot come back.
+    let (ok, _) = finished(publish(&rtmp_url, 3), Duration::from_secs(60)).await;
+    assert!(!ok, "a revoked key was accepted");
+    let ended = eventually(Duration::from_secs(30), "the replay", || async {
+        let s = stream(&node, &id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await;
+    assert!(ended["segments_uploaded"].as_u64().unwrap() >= 2);
+
+    // Unknown ids and bad bodies get problem documents.
+    let res = node
+        .client
+        .get(node.url("/v1/live/streams/nope"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "stream_not_found");
+    let res = node
+        .client
+        .post(node.url("/v1/live/streams"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "x", "profile": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = node
+        .client
+        .post(node.url("/v1/live/streams"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let list = node.get_json("/v1/live/streams?state=ended").await;
+    assert_eq!(list["streams"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// Storage goes away for 20 s in the middle of a 60 s stream: segments wait in
+/// the spool and are stored in order when it is back; the live playlist never
+/// lists a segment the store does not have; the replay has every segment.
+#[tokio::test]
+async fn an_s3_outage_loses_nothing_and_playlists_never_lie() {
+    let mut s3 = S3Server::start().await;
+    s3.create_bucket("live").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .envs(s3.node_env("live"))
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 2.0))
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let playlist_key = created["playlist_key"].as_str().unwrap().to_string();
+    let replay_key = created["replay_key"].as_str().unwrap().to_string();
+    assert!(
+        created.get("playlist_url").is_none(),
+        "no URL without a CDN base"
+    );
+    let publisher = publish(created["rtmp_url"].as_str().unwrap(), 60);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+
+    let client = s3.client();
+    let started = Instant::now();
+    let mut stopped_at = None;
+    let mut restarted = false;
+    let mut checks = 0;
+    let mut max_spool = 0;
+    // Poll the live playlist every 500 ms for the whole stream.
+    while started.elapsed() < Duration::from_secs(62) {
+        let t = started.elapsed();
+        if stopped_at.is_none() && t >= Duration::from_secs(20) {
+            s3.stop();
+            stopped_at = Some(Instant::now());
+        }
+        if let Some(at) = stopped_at
+            && !restarted
+            && at.elapsed() >= Duration::from_secs(20)
+        {
+            s3.restart().await;
+            restarted = true;
+        }
+        if stopped_at.is_some() && !restarted {
+            let s = stream(&node, &id).await;
+            max_spool = max_spool.max(s["spool_bytes"].as_u64().unwrap_or(0));
+        } else if let Ok(obj) = client
+            .get_object()
+            .bucket("live")
+            .key(&playlist_key)
+            .send()
+            .await
+        {
+            let body = obj.body.collect().await.unwrap().into_bytes();
+            let playlist = media_playlist(&String::from_utf8_lossy(&body));
+            let prefix = playlist_key.rsplit_once('/').unwrap().0;
+            for seg in &playlist.segments {
+                let key = format!("{prefix}/{}", seg.uri);
+                let head = client.head_object().bucket("live").key(&key).send().await;
+                assert!(
+                    head.is_ok(),
+                    "the live playlist lists {key}, which is not stored"
+                );
+                checks += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(restarted && checks > 50, "checked {checks} listed segments");
+    assert!(max_spool > 0, "segments never waited in the spool");
+
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "publisher failed: {err}");
+    let ended = eventually(Duration::from_secs(90), "the replay", || async {
+        let s = stream(&node, &id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await;
+    assert_eq!(ended["segments_dropped"], 0, "{ended}");
+    let obj = client
+        .get_object()
+        .bucket("live")
+        .key(&replay_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(obj.cache_control(), Some("public, max-age=300"));
+    let body = obj.body.collect().await.unwrap().into_bytes();
+    let replay = media_playlist(&String::from_utf8_lossy(&body));
+    assert_complete(&replay);
+    let total: f32 = replay.segments.iter().map(|s| s.duration).sum();
+    assert!((total - 60.0).abs() <= 2.0, "replay lasts {total} s");
+
+    // Timestamps run on without a gap: fetch the segments and ffprobe them as one.
+    let dir = tmp.path().join("replay");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = replay_key.rsplit_once('/').unwrap().0;
+    std::fs::write(dir.join("replay.m3u8"), &body).unwrap();
+    for seg in &replay.segments {
+        let obj = client
+            .get_object()
+            .bucket("live")
+            .key(format!("{prefix}/{}", seg.uri))
+            .send()
+            .await
+            .unwrap();
+        let data = obj.body.collect().await.unwrap().into_bytes();
+        std::fs::write(dir.join(&seg.uri), data).unwrap();
+    }
+    let local = dir.join("replay.m3u8").display().to_string();
+    let duration = ffprobe_duration(&local);
+    assert!((duration - 60.0).abs() <= 2.0, "replay plays {duration} s");
+    assert_continuous(&local);
+}
+
+/// The video timestamps of an HLS playlist never jump by more than a frame or two.
+fn assert_continuous(playlist: &str) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=dts_time", "-of", "csv=p=0"])
+        .arg(playlist)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    assert!(times.len() > 100);
+    for pair in times.windows(2) {
+        let step = pair[1] - pair[0];
+        assert!(
+            (0.0..0.2).contains(&step),
+            "timestamps jump from {} to {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
