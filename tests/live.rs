@@ -24,7 +24,7 @@ fn quick_profile(dir: &Path, reconnect_window_s: f64) -> String {
         format!(
             "segment_s = {SEGMENT_S}\nmax_segment_s = 3.0\nwindow = 6\n\
              reconnect_window_s = {reconnect_window_s}\n\
-             idle_timeout_s = 5.0\nposter_interval_s = 0.0\n"
+             idle_timeout_s = 5.0\nposter_interval_s = 2.0\nposter_width = 320\n"
         ),
     )
     .unwrap();
@@ -165,6 +165,51 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
         "first segment after {first_after:?}"
     );
 
+    // A product pinned live.
+    let pins = node.url(&format!("/v1/live/streams/{id}/pins"));
+    let pin = json!({
+        "id": "pin-1", "product_id": "p-42", "title": "Blender \"Pro\" 3000",
+        "price": {"amount": "49.99", "currency": "USD"}, "sponsored": true,
+        "position": {"x": 0.05, "y": 0.7}
+    });
+    let res = node
+        .client
+        .post(&pins)
+        .bearer_auth(TOKEN)
+        .json(&pin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["start"].is_string() && body.get("end").is_none(),
+        "{body}"
+    );
+    let res = node
+        .client
+        .post(&pins)
+        .bearer_auth(TOKEN)
+        .json(&pin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let mut bad = pin.clone();
+    bad["id"] = "pin-2".into();
+    bad["price"]["amount"] = "4.999".into();
+    let res = node
+        .client
+        .post(&pins)
+        .bearer_auth(TOKEN)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "price.amount", "{body}");
+
     // Mid-stream: ffmpeg plays the live playlist, and the status tells the truth.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let res = node.client.get(&playlist_url).send().await.unwrap();
@@ -176,6 +221,22 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
     let text = res.text().await.unwrap();
     let live_playlist = media_playlist(&text);
     assert!(!live_playlist.end_list);
+    assert!(
+        text.contains("ID=\"pin-1\",CLASS=\"com.media-node.product-tag\",START-DATE=")
+            && text.contains("X-PRODUCT-ID=\"p-42\"")
+            && text.contains("X-SPONSORED=\"YES\""),
+        "the pin is not in the live playlist:\n{text}"
+    );
+    let res = node
+        .client
+        .delete(format!("{pins}/pin-1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["end"].is_string(), "{body}");
     assert!(live_playlist.segments.len() >= 3, "{text}");
     let play = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i", &playlist_url])
@@ -202,6 +263,13 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
         "{s}"
     );
     assert_eq!(s["input"]["audio_codec"], "mp4a.40.2", "{s}");
+    // The live poster, next to the playlist.
+    let poster_url = s["poster_url"].as_str().unwrap();
+    let res = node.client.get(poster_url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "no live poster");
+    assert_eq!(res.headers()[reqwest::header::CONTENT_TYPE], "image/jpeg");
+    let poster = image::load_from_memory(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!((poster.width(), poster.height()), (320, 180));
     let seg = node.client.head(&first).send().await.unwrap();
     assert_eq!(
         seg.headers()[reqwest::header::CACHE_CONTROL],
@@ -231,6 +299,11 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
         .unwrap();
     let replay = media_playlist(&replay_text);
     assert_complete(&replay);
+    let pin_line = replay_text
+        .lines()
+        .find(|l| l.contains("ID=\"pin-1\""))
+        .unwrap_or_else(|| panic!("the pin is not in the replay:\n{replay_text}"));
+    assert!(pin_line.contains("END-DATE="), "{pin_line}");
     assert_eq!(
         replay.segments.len() as u64,
         ended["segments_uploaded"].as_u64().unwrap()

@@ -50,6 +50,14 @@ pub enum ApiError {
     ObjectNotFound,
     #[error("live stream not found")]
     StreamNotFound,
+    #[error("the live stream has ended")]
+    StreamEnded,
+    #[error("a pin with this id exists on the stream")]
+    PinExists,
+    #[error("no such pin on the stream")]
+    PinNotFound,
+    #[error("at most {0} pins may be open on a stream at once")]
+    TooManyPins(usize),
     #[error("this node serves `/media` only with the filesystem store")]
     MediaNotServed,
     #[error("no such route")]
@@ -122,6 +130,10 @@ impl ApiError {
                 "stream_not_found",
                 "Live stream not found",
             ),
+            StreamEnded => (StatusCode::CONFLICT, "stream_ended", "Live stream ended"),
+            PinExists => (StatusCode::CONFLICT, "pin_exists", "Pin exists"),
+            PinNotFound => (StatusCode::NOT_FOUND, "pin_not_found", "Pin not found"),
+            TooManyPins(_) => (StatusCode::CONFLICT, "too_many_pins", "Too many pins"),
             MediaNotServed => (
                 StatusCode::NOT_FOUND,
                 "media_not_served",
@@ -218,6 +230,10 @@ impl From<LiveError> for ApiError {
     fn from(err: LiveError) -> Self {
         match err {
             LiveError::NotFound => ApiError::StreamNotFound,
+            LiveError::Ended => ApiError::StreamEnded,
+            LiveError::PinExists => ApiError::PinExists,
+            LiveError::PinNotFound => ApiError::PinNotFound,
+            LiveError::TooManyPins(n) => ApiError::TooManyPins(n),
             LiveError::UnknownProfile(name) => ApiError::validation(vec![FieldError::new(
                 "profile",
                 format!("unknown live profile `{name}`"),

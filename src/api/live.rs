@@ -13,7 +13,8 @@ use super::error::{ApiError, Problem};
 use super::extract::ValidJson;
 use crate::jobs::model::rfc3339;
 use crate::jobs::spec::FieldError;
-use crate::live::registry::{InputInfo, StreamRecord, StreamState};
+use crate::live::pins::PinSpec;
+use crate::live::registry::{InputInfo, PinRecord, StreamRecord, StreamState};
 use crate::live::relay::StreamKeys;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -71,6 +72,11 @@ pub struct StreamView {
     pub replay_url: Option<String>,
     /// Whether the replay has been written.
     pub replay_ready: bool,
+    /// Store key of the live poster (a JPEG of the picture, rewritten every
+    /// `poster_interval_s` of the profile while the stream is live).
+    pub poster_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster_url: Option<String>,
 }
 
 /// A stream just created: the view plus its key and ingest URLs. The key is
@@ -104,6 +110,7 @@ pub struct ListQuery {
 fn view(state: &AppState, record: &StreamRecord) -> StreamView {
     let playlist_key = StreamKeys::playlist(record.id);
     let replay_key = StreamKeys::replay(record.id);
+    let poster_key = StreamKeys::poster(record.id);
     StreamView {
         id: record.id,
         name: record.name.clone(),
@@ -123,6 +130,8 @@ fn view(state: &AppState, record: &StreamRecord) -> StreamView {
         playlist_key,
         replay_key,
         replay_ready: record.replay_written,
+        poster_url: state.config.playback_url(&poster_key),
+        poster_key,
     }
 }
 
@@ -259,4 +268,105 @@ pub async fn delete(
 ) -> Result<Json<StreamView>, ApiError> {
     let record = state.live.end(parse_id(&id)?, "deleted").await?;
     Ok(Json(view(&state, &record)))
+}
+
+/// A pinned product.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PinView {
+    #[serde(flatten)]
+    pub pin: PinSpec,
+    /// When it was pinned.
+    pub start: String,
+    /// When it was unpinned (or the stream ended); absent while pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PinList {
+    /// In pinning order.
+    pub pins: Vec<PinView>,
+}
+
+fn pin_view(record: &PinRecord) -> Result<PinView, ApiError> {
+    let pin = serde_json::from_str(&record.spec)
+        .map_err(|e| ApiError::Internal(format!("stored pin {}: {e}", record.id)))?;
+    Ok(PinView {
+        pin,
+        start: rfc3339(record.start_ms),
+        end: record.end_ms.map(rfc3339),
+    })
+}
+
+/// Pin a product on a live stream.
+///
+/// From now until it is unpinned (or the stream ends), the live playlist and
+/// the replay carry it as an `EXT-X-DATERANGE` of class
+/// `com.media-node.product-tag` with `X-PRODUCT-ID`, `X-TITLE`, `X-PRICE`,
+/// `X-SPONSORED` (`YES` for paid placements: players must show the
+/// disclosure), `X-POS-X`, `X-POS-Y` (and `X-POS-W`, `X-IMAGE` when given).
+#[utoipa::path(
+    post, path = "/v1/live/streams/{id}/pins", tag = "live",
+    params(("id" = Uuid, Path, description = "Stream id")),
+    request_body = PinSpec,
+    responses(
+        (status = 201, description = "Pinned", body = PinView),
+        (status = 404, description = "No such stream", body = Problem),
+        (status = 409, description = "Stream ended, pin id taken, or too many open pins", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pin(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: ValidJson<PinSpec>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let spec = body.value;
+    spec.validate(&state.presets)
+        .map_err(ApiError::validation)?;
+    let record = state.live.pin(id, &spec).await?;
+    Ok((StatusCode::CREATED, Json(pin_view(&record)?)).into_response())
+}
+
+/// List a stream's pins.
+#[utoipa::path(
+    get, path = "/v1/live/streams/{id}/pins", tag = "live",
+    params(("id" = Uuid, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "Pins", body = PinList),
+        (status = 404, description = "No such stream", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pins(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PinList>, ApiError> {
+    let records = state.live.pins(parse_id(&id)?).await?;
+    Ok(Json(PinList {
+        pins: records.iter().map(pin_view).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Unpin a product.
+#[utoipa::path(
+    delete, path = "/v1/live/streams/{id}/pins/{pin}", tag = "live",
+    params(
+        ("id" = Uuid, Path, description = "Stream id"),
+        ("pin" = String, Path, description = "Pin id"),
+    ),
+    responses(
+        (status = 200, description = "The pin, now with its end", body = PinView),
+        (status = 404, description = "No such stream or pin", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn unpin(
+    State(state): State<AppState>,
+    Path((id, pin)): Path<(String, String)>,
+) -> Result<Json<PinView>, ApiError> {
+    let record = state.live.unpin(parse_id(&id)?, &pin).await?;
+    Ok(Json(pin_view(&record)?))
 }

@@ -68,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/live/streams", post(live::create).get(live::list))
         .route("/live/streams/{id}", get(live::get).delete(live::delete))
+        .route("/live/streams/{id}/pins", post(live::pin).get(live::pins))
+        .route(
+            "/live/streams/{id}/pins/{pin}",
+            axum::routing::delete(live::unpin),
+        )
         .route(
             "/objects/{*key}",
             // Uploads stream to the store and enforce their own limit.

@@ -8,10 +8,11 @@ use utoipa::{Modify, OpenApi};
 use super::error::Problem;
 use super::health::{Check, Health, Readiness};
 use super::jobs::JobList;
-use super::live::{CreatedStream, NewStream, StreamList, StreamView};
+use super::live::{CreatedStream, NewStream, PinList, PinView, StreamList, StreamView};
 use super::objects::ObjectView;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
+use crate::live::pins::PinSpec;
 use crate::live::registry::{InputInfo, StreamState};
 use crate::media::probe::{Probe, StreamProbe};
 use crate::media::transcode::{Format, HlsOutput, HlsVariant, Mp4Output, Output, Skipped};
@@ -41,6 +42,9 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         super::live::list,
         super::live::get,
         super::live::delete,
+        super::live::pin,
+        super::live::pins,
+        super::live::unpin,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -51,7 +55,8 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
         SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect,
-        NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo
+        NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo, PinSpec,
+        PinView, PinList
     )),
     modifiers(&BearerAuth),
     tags(

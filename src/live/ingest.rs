@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
 use tokio_util::sync::CancellationToken;
 
+use super::flv::FlvDepacketizer;
 use super::rtmp::{CloseReason, MediaSink, PublishGate, Refusal, SinkError};
 use super::service::{self, LiveService, Publisher};
 
@@ -21,7 +22,10 @@ impl PublishGate for RtmpGate {
         match self.0.open_publisher(key, "rtmp").await {
             Ok(publisher) => {
                 tracing::info!(stream_id = %publisher.stream_id(), %peer, "RTMP publisher accepted");
-                Ok(Box::new(RtmpSink(publisher)))
+                Ok(Box::new(RtmpSink {
+                    publisher,
+                    flv: FlvDepacketizer::new(),
+                }))
             }
             Err(service::Refusal::UnknownKey) => Err(Refusal::UnknownKey),
             Err(service::Refusal::AlreadyLive) => Err(Refusal::AlreadyLive),
@@ -30,11 +34,25 @@ impl PublishGate for RtmpGate {
     }
 }
 
-struct RtmpSink(Publisher);
+/// An RTMP publisher: FLV tag bodies become access units for the service.
+struct RtmpSink {
+    publisher: Publisher,
+    flv: FlvDepacketizer,
+}
+
+impl RtmpSink {
+    fn codecs(&mut self) {
+        let (video, audio) = (self.flv.video_codec(), self.flv.audio_codec());
+        self.publisher.set_codecs(video, audio);
+        if let Some((w, h)) = self.flv.avc_config().and_then(|c| c.dimensions()) {
+            self.publisher.metadata(Some(w), Some(h), None);
+        }
+    }
+}
 
 impl MediaSink for RtmpSink {
     fn metadata(&mut self, meta: &StreamMetadata) {
-        self.0.metadata(
+        self.publisher.metadata(
             meta.video_width,
             meta.video_height,
             meta.video_frame_rate.map(f64::from),
@@ -42,22 +60,38 @@ impl MediaSink for RtmpSink {
     }
 
     fn video(&mut self, timestamp_ms: u32, body: Bytes) -> Result<(), SinkError> {
-        Ok(self.0.flv_video(timestamp_ms, &body)?)
+        let sequence_header = body.get(1) == Some(&0);
+        let frame = self.flv.video(timestamp_ms, &body)?;
+        if sequence_header {
+            self.codecs();
+        }
+        if let Some(frame) = frame {
+            self.publisher.video(frame);
+        }
+        Ok(())
     }
 
     fn audio(&mut self, timestamp_ms: u32, body: Bytes) -> Result<(), SinkError> {
-        Ok(self.0.flv_audio(timestamp_ms, &body)?)
+        let sequence_header = body.get(1) == Some(&0);
+        let frame = self.flv.audio(timestamp_ms, &body)?;
+        if sequence_header {
+            self.codecs();
+        }
+        if let Some(frame) = frame {
+            self.publisher.audio(frame);
+        }
+        Ok(())
     }
 
     fn idle_timeout(&self) -> Option<Duration> {
-        Some(self.0.idle_timeout())
+        Some(self.publisher.idle_timeout())
     }
 
     fn close(self: Box<Self>, reason: CloseReason) {
-        self.0.leave(reason.as_str());
+        self.publisher.leave(reason.as_str());
     }
 
     fn kicked(&self) -> CancellationToken {
-        self.0.kicked()
+        self.publisher.kicked()
     }
 }

@@ -30,6 +30,7 @@ pub struct LiveMetrics {
     /// From a segment closing to it being in the store.
     pub upload_lag_seconds: Histogram,
     pub spool_bytes: Gauge,
+    pub posters: Counter,
     pub publishes: Family<ProtocolLabels, Counter>,
     pub refused: Family<ReasonLabels, Counter>,
 }
@@ -43,8 +44,15 @@ impl LiveMetrics {
             upload_failures: Counter::default(),
             // 5 ms to ~80 s.
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
-            upload_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
+            // Explicit around the 1 s objective, so p99 < 1 s is checkable.
+            upload_lag_seconds: Histogram::new(
+                [
+                    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ]
+                .into_iter(),
+            ),
             spool_bytes: Gauge::default(),
+            posters: Counter::default(),
             publishes: Family::default(),
             refused: Family::default(),
         };
@@ -84,6 +92,7 @@ impl LiveMetrics {
                 "Bytes of live segments waiting in the local spool",
                 live.spool_bytes.clone(),
             );
+            r.register("live_posters", "Live posters written", live.posters.clone());
             r.register(
                 "live_publishes",
                 "Publishers accepted, by protocol",

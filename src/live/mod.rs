@@ -17,6 +17,8 @@
 //! | [`ts`]        | the MPEG-TS muxer                                                  |
 //! | [`spool`]     | closed segments on local disk until stored                         |
 //! | [`relay`]     | the per-stream uploader task and its playlists                     |
+//! | [`pins`]      | products pinned on a stream, as `EXT-X-DATERANGE` attributes       |
+//! | [`poster`]    | a poster of the live picture every few seconds                     |
 //! | [`playlist`]  | the live sliding-window playlist and the replay playlist           |
 //! | [`key`]       | stream keys: 192 random bits, shown once, kept as a digest         |
 //! | [`throttle`]  | slowing down addresses that present wrong keys                     |
@@ -32,7 +34,9 @@ pub mod flv;
 pub mod ingest;
 pub mod key;
 pub mod metrics;
+pub mod pins;
 pub mod playlist;
+pub mod poster;
 pub mod registry;
 pub mod relay;
 pub mod rtmp;

@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::flv::FlvDepacketizer;
 use super::key::{self, KeyDigest};
 use super::metrics::LiveMetrics;
-use super::registry::{InputInfo, Registry, RegistryError, StreamRecord, StreamState};
+use super::pins::{MAX_OPEN_PINS, PinSpec};
+use super::poster::{PosterDeps, PosterTap};
+use super::registry::{InputInfo, PinRecord, Registry, RegistryError, StreamRecord, StreamState};
 use super::relay::{ClosedMedia, Relay, RelayDeps, RelayStart};
-use super::segmenter::{ClosedSegment, Segmenter, SegmenterConfig};
+use super::segmenter::{AudioFrame, ClosedSegment, Segmenter, SegmenterConfig, VideoFrame};
 use super::spool::Spool;
 use crate::presets::{LiveProfile, Presets};
 
@@ -58,6 +59,14 @@ pub enum LiveError {
     NotFound,
     #[error("unknown live profile `{0}`")]
     UnknownProfile(String),
+    #[error("the stream has ended")]
+    Ended,
+    #[error("a pin with this id exists on the stream")]
+    PinExists,
+    #[error("no such pin on the stream")]
+    PinNotFound,
+    #[error("at most {0} pins may be open at once")]
+    TooManyPins(usize),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -90,6 +99,7 @@ pub struct LiveService {
     presets: Arc<Presets>,
     metrics: LiveMetrics,
     relay_deps: Arc<RelayDeps>,
+    posters: PosterDeps,
     node_id: String,
     active: Mutex<HashMap<Uuid, Arc<Active>>>,
     next_connection: AtomicU64,
@@ -109,11 +119,16 @@ impl LiveService {
     pub fn new(deps: LiveDeps) -> Arc<LiveService> {
         Arc::new_cyclic(|me| LiveService {
             relay_deps: Arc::new(RelayDeps {
-                store: deps.store,
+                store: deps.store.clone(),
                 registry: deps.registry.clone(),
                 spool: deps.spool,
                 metrics: deps.metrics.clone(),
             }),
+            posters: PosterDeps {
+                store: deps.store.clone(),
+                metrics: deps.metrics.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(super::poster::MAX_CONCURRENT)),
+            },
             registry: deps.registry,
             presets: deps.presets,
             metrics: deps.metrics,
@@ -201,6 +216,68 @@ impl LiveService {
             self.resume_relay(&record, true).await?;
         }
         self.get(id).await
+    }
+
+    /// Pins a product from now on; the playlists carry it from their next
+    /// update.
+    pub async fn pin(&self, id: Uuid, spec: &PinSpec) -> Result<PinRecord, LiveError> {
+        let record = self.registry.get(id).await?.ok_or(LiveError::NotFound)?;
+        if record.state == StreamState::Ended {
+            return Err(LiveError::Ended);
+        }
+        let open = self
+            .registry
+            .pins(id)
+            .await?
+            .iter()
+            .filter(|p| p.end_ms.is_none())
+            .count();
+        if open >= MAX_OPEN_PINS {
+            return Err(LiveError::TooManyPins(MAX_OPEN_PINS));
+        }
+        let pin = PinRecord {
+            id: spec.id.clone(),
+            spec: serde_json::to_string(spec).unwrap_or_default(),
+            attributes: spec.attributes(),
+            start_ms: crate::jobs::model::now_ms(),
+            end_ms: None,
+        };
+        if !self.registry.add_pin(id, &pin).await? {
+            return Err(LiveError::PinExists);
+        }
+        self.pins_changed(id);
+        info!(stream_id = %id, pin = %pin.id, "product pinned");
+        Ok(pin)
+    }
+
+    /// Unpins a product now (again: no change).
+    pub async fn unpin(&self, id: Uuid, pin: &str) -> Result<PinRecord, LiveError> {
+        self.registry.get(id).await?.ok_or(LiveError::NotFound)?;
+        match self.registry.end_pin(id, pin).await? {
+            None => return Err(LiveError::PinNotFound),
+            Some(true) => {
+                self.pins_changed(id);
+                info!(stream_id = %id, pin, "product unpinned");
+            }
+            Some(false) => {}
+        }
+        self.registry
+            .pins(id)
+            .await?
+            .into_iter()
+            .find(|p| p.id == pin)
+            .ok_or(LiveError::PinNotFound)
+    }
+
+    pub async fn pins(&self, id: Uuid) -> Result<Vec<PinRecord>, LiveError> {
+        self.registry.get(id).await?.ok_or(LiveError::NotFound)?;
+        Ok(self.registry.pins(id).await?)
+    }
+
+    fn pins_changed(&self, id: Uuid) {
+        if let Some(active) = self.active_map().get(&id) {
+            active.relay.pins_changed();
+        }
     }
 
     /// Stops the stream's publisher (if any) and lets the relay finish.
@@ -292,12 +369,18 @@ impl LiveService {
         self.metrics.streams.inc();
         self.metrics.published(protocol);
         info!(stream_id = %record.id, protocol, "publisher connected");
+        let poster = PosterTap::new(
+            self.posters.clone(),
+            record.id,
+            active.profile.poster_interval(),
+            active.profile.poster_width,
+        );
         Ok(Publisher {
             service: self.me.clone(),
             active,
             connection,
             kick,
-            depacketizer: FlvDepacketizer::new(),
+            poster,
             metadata: InputInfo::default(),
             closed: false,
         })
@@ -470,13 +553,14 @@ impl LiveService {
     }
 }
 
-/// One connected publisher: media in, segments out.
+/// One connected publisher: access units in (whatever the protocol), segments
+/// out.
 pub struct Publisher {
     service: Weak<LiveService>,
     active: Arc<Active>,
     connection: u64,
     kick: CancellationToken,
-    depacketizer: FlvDepacketizer,
+    poster: Option<PosterTap>,
     metadata: InputInfo,
     closed: bool,
 }
@@ -504,40 +588,34 @@ impl Publisher {
         self.metadata.frame_rate = frame_rate.or(self.metadata.frame_rate);
     }
 
-    /// An FLV video tag body. An error means the media cannot be relayed; the
-    /// connection should end.
-    pub fn flv_video(
-        &mut self,
-        timestamp_ms: u32,
-        body: &[u8],
-    ) -> Result<(), super::flv::FlvError> {
-        let Some(frame) = self.depacketizer.video(timestamp_ms, body)? else {
-            return Ok(());
-        };
+    /// The codecs the publisher sends (RFC 6381 strings), once known. Audio
+    /// goes into segments from the next one after its codec is known.
+    pub fn set_codecs(&mut self, video: Option<String>, audio: Option<String>) {
+        self.metadata.video_codec = video;
+        self.metadata.audio_codec = audio;
+    }
+
+    /// One video access unit (H.264 Annex B, 90 kHz timestamps).
+    pub fn video(&mut self, frame: VideoFrame) {
+        if let Some(poster) = &mut self.poster {
+            poster.offer(&frame);
+        }
         let closed = {
             let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
             media
                 .segmenter
-                .set_audio(self.depacketizer.audio_codec().is_some());
+                .set_audio(self.metadata.audio_codec.is_some());
             media.segmenter.push_video(frame)
         };
         if let Some(segment) = closed {
             self.closed_segment(segment);
         }
-        Ok(())
     }
 
-    /// An FLV audio tag body.
-    pub fn flv_audio(
-        &mut self,
-        timestamp_ms: u32,
-        body: &[u8],
-    ) -> Result<(), super::flv::FlvError> {
-        if let Some(frame) = self.depacketizer.audio(timestamp_ms, body)? {
-            let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
-            media.segmenter.push_audio(frame);
-        }
-        Ok(())
+    /// One audio access unit (ADTS AAC, 90 kHz timestamps).
+    pub fn audio(&mut self, frame: AudioFrame) {
+        let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
+        media.segmenter.push_audio(frame);
     }
 
     fn closed_segment(&mut self, segment: ClosedSegment) {
@@ -550,8 +628,6 @@ impl Publisher {
         };
         if report {
             let mut input = self.metadata.clone();
-            input.video_codec = self.depacketizer.video_codec();
-            input.audio_codec = self.depacketizer.audio_codec();
             if segment.duration_ticks > 0 {
                 input.bitrate_kbps = Some(
                     (segment.data.len() as u64 * 8 * 90 / segment.duration_ticks.max(1)) as u32,
