@@ -606,3 +606,87 @@ fn assert_continuous(playlist: &str) {
         );
     }
 }
+
+/// The node dies (SIGKILL) while the store is down and segments wait in the
+/// spool; restarted on the same data dir, it stores them and writes a
+/// complete replay.
+#[tokio::test]
+async fn the_spool_survives_a_crash() {
+    let mut s3 = S3Server::start().await;
+    s3.create_bucket("crash").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pipelines = quick_profile(tmp.path(), 2.0);
+    let mut env = s3.node_env("crash");
+    env.push(("MEDIA_NODE_PIPELINES_DIR".into(), pipelines));
+    let mut node = Node::builder().envs(env.clone()).start().await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let replay_key = created["replay_key"].as_str().unwrap().to_string();
+    let publisher = publish(created["rtmp_url"].as_str().unwrap(), 12);
+    eventually(Duration::from_secs(20), "a stored segment", || async {
+        let s = stream(&node, &id).await;
+        (s["segments_uploaded"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    s3.stop();
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "publisher failed: {err}");
+    let s = wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
+    let s = if s["spool_bytes"].as_u64().unwrap_or(0) > 0 {
+        s
+    } else {
+        eventually(Duration::from_secs(10), "spooled segments", || async {
+            let s = stream(&node, &id).await;
+            (s["spool_bytes"].as_u64()? > 0).then_some(s)
+        })
+        .await
+    };
+    assert_eq!(s["replay_ready"], false, "{s}");
+
+    let data_dir = node.data_dir.clone();
+    node.kill();
+    s3.restart().await;
+    let node = Node::builder().envs(env).data_dir(&data_dir).start().await;
+    let ended = eventually(
+        Duration::from_secs(60),
+        "the replay after restart",
+        || async {
+            let s = stream(&node, &id).await;
+            (s["replay_ready"] == true).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(ended["segments_dropped"], 0, "{ended}");
+    let obj = s3
+        .client()
+        .get_object()
+        .bucket("crash")
+        .key(&replay_key)
+        .send()
+        .await
+        .unwrap();
+    let body = obj.body.collect().await.unwrap().into_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let replay = media_playlist(&text);
+    assert_complete(&replay);
+    let total: f32 = replay.segments.iter().map(|s| s.duration).sum();
+    assert!(
+        (total - 12.0).abs() <= 2.0,
+        "replay lasts {total} s:\n{text}"
+    );
+    let prefix = replay_key.rsplit_once('/').unwrap().0;
+    for seg in &replay.segments {
+        let head = s3
+            .client()
+            .head_object()
+            .bucket("crash")
+            .key(format!("{prefix}/{}", seg.uri))
+            .send()
+            .await;
+        assert!(head.is_ok(), "{} is not stored", seg.uri);
+    }
+    assert!(
+        !data_dir.join(format!("live/spool/{id}")).exists(),
+        "the spool keeps the stream"
+    );
+}
