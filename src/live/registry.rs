@@ -334,16 +334,6 @@ impl Registry {
         Ok(())
     }
 
-    /// Streams whose replay still has to be written (ended, or left live by a
-    /// node that stopped).
-    pub async fn unfinished(&self) -> RegistryResult<Vec<StreamRecord>> {
-        let sql = format!(
-            "SELECT {STREAM_COLUMNS} FROM live_streams WHERE replay_written = 0 AND state != 'idle'"
-        );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(stream_from_row).collect()
-    }
-
     pub async fn add_segment(&self, id: Uuid, segment: &SegmentRecord) -> RegistryResult<()> {
         sqlx::query(
             "INSERT INTO live_segments (stream_id, sequence, duration_us, started_at, discontinuity, independent, bytes, stored) \
@@ -583,9 +573,8 @@ mod tests {
             !reg.set_live(id, "n1", None).await.unwrap(),
             "ended is final"
         );
-        assert_eq!(reg.unfinished().await.unwrap().len(), 1);
         reg.set_replay_written(id).await.unwrap();
-        assert!(reg.unfinished().await.unwrap().is_empty());
+        assert!(reg.get(id).await.unwrap().unwrap().replay_written);
     }
 
     #[tokio::test]

@@ -221,27 +221,11 @@ impl Worker {
         }
     }
 
-    /// After a restart: segments the registry lists as spooled but whose file is
-    /// gone cannot be stored; they are skipped with a discontinuity.
+    /// Before the first segment: the stream's pins (after a restart or a
+    /// reconnect, the playlists keep them). Spooled segments a previous run
+    /// left are in `pending` already; any whose file is gone is skipped when
+    /// its turn comes.
     async fn recover(&mut self) {
-        let mut kept = VecDeque::new();
-        let mut lost = false;
-        for mut p in std::mem::take(&mut self.pending) {
-            if self.deps.spool.has(self.stream, p.record.sequence).await {
-                p.record.discontinuity |= lost;
-                lost = false;
-                kept.push_back(p);
-            } else {
-                warn!(
-                    sequence = p.record.sequence,
-                    "spooled segment is gone; skipped"
-                );
-                self.deps.metrics.dropped("spool_lost");
-                lost = true;
-            }
-        }
-        self.gap = lost;
-        self.pending = kept;
         if let Ok(pins) = self.deps.registry.pins(self.stream).await {
             self.pins = pins.iter().map(pin_of).collect();
         }
@@ -368,6 +352,24 @@ impl Worker {
         };
         let record = head.record.clone();
         let closed_at = head.closed_at;
+        if !self.deps.spool.has(self.stream, record.sequence).await {
+            // Removed behind our back (disk trouble, an operator): it cannot be
+            // stored, and retrying would block the stream for good. The
+            // playlists skip it with a discontinuity.
+            warn!(
+                sequence = record.sequence,
+                "spooled segment is gone; skipped"
+            );
+            self.deps.metrics.dropped("spool_lost");
+            self.pending.pop_front();
+            match self.pending.front_mut() {
+                Some(next) => next.record.discontinuity = true,
+                None => self.gap = true,
+            }
+            self.stats_mut().segments_dropped += 1;
+            self.publish_stats();
+            return Ok(false);
+        }
         let key = self.key(&StreamKeys::segment_name(record.sequence))?;
         let path = self.deps.spool.path(self.stream, record.sequence);
         let started = Instant::now();
