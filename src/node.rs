@@ -23,12 +23,13 @@ use crate::config::Config;
 use crate::jobs::queue::{self as job_queue, DynQueue};
 use crate::jobs::webhook;
 use crate::jobs::worker::{WorkerDeps, WorkerPool};
-use crate::live::ingest::RtmpGate;
+use crate::live::ingest::{RtmpGate, SrtGateway};
 use crate::live::metrics::LiveMetrics;
 use crate::live::registry::Registry;
 use crate::live::rtmp;
 use crate::live::service::{LiveDeps, LiveService};
 use crate::live::spool::Spool;
+use crate::live::srt::{SrtServer, SrtSettings};
 use crate::live::throttle::Throttle;
 use crate::media;
 use crate::metrics::Metrics;
@@ -50,12 +51,14 @@ struct Live {
     service: Arc<LiveService>,
     rtmp_addr: std::net::SocketAddr,
     rtmp_base: String,
+    srt_addr: std::net::SocketAddr,
+    srt_base: String,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the stream registry and the spool, resumes streams an earlier run
-/// left, and starts the RTMP server.
+/// left, and starts the RTMP and SRT servers (one wrong-key throttle for both).
 async fn start_live(
     config: &Config,
     presets: &Arc<Presets>,
@@ -85,22 +88,47 @@ async fn start_live(
         .with_context(|| format!("binding the RTMP ingest to {}", config.rtmp_listen))?;
     let rtmp_addr = listener.local_addr()?;
     let rtmp_base = format!("rtmp://{}:{}/live/", config.ingest_host(), rtmp_addr.port());
+    let srt_server = SrtServer::bind(config.srt_listen)
+        .await
+        .with_context(|| format!("binding the SRT ingest to {}", config.srt_listen))?;
+    let srt_addr = srt_server.local_addr();
+    let srt_base = format!(
+        "srt://{}:{}?streamid=",
+        config.ingest_host(),
+        srt_addr.port()
+    );
+    let throttle = Arc::new(std::sync::Mutex::new(Throttle::new()));
     let stop = CancellationToken::new();
     let settings = rtmp::RtmpSettings {
         max_connections: config.live.max_connections,
         ..Default::default()
     };
-    let server = tokio::spawn(rtmp::serve(
+    let rtmp = tokio::spawn(rtmp::serve(
         listener,
         Arc::new(RtmpGate(service.clone())),
-        Arc::new(std::sync::Mutex::new(Throttle::new())),
+        throttle.clone(),
         settings,
         stop.clone(),
     ));
+    let srt_settings = SrtSettings {
+        max_connections: config.live.max_connections,
+        ..Default::default()
+    };
+    let srt = tokio::spawn(srt_server.run(
+        Arc::new(SrtGateway(service.clone())),
+        throttle,
+        srt_settings,
+        stop.clone(),
+    ));
+    let server = tokio::spawn(async move {
+        let _ = tokio::join!(rtmp, srt);
+    });
     Ok(Live {
         service,
         rtmp_addr,
         rtmp_base,
+        srt_addr,
+        srt_base,
         stop,
         server,
     })
@@ -267,6 +295,7 @@ pub async fn serve(
         live: live.service.clone(),
         ingest: Arc::new(api::Ingest {
             rtmp_base: live.rtmp_base.clone(),
+            srt_base: live.srt_base.clone(),
         }),
     };
     let addr = listener.local_addr()?;
@@ -281,7 +310,7 @@ pub async fn serve(
         }
     });
     info!(%addr, store = config.store_kind_name(), "media-node serving");
-    info!(rtmp = %live.rtmp_addr, "live ingest listening");
+    info!(rtmp = %live.rtmp_addr, srt = %live.srt_addr, "live ingest listening");
     println!("media-node listening on http://{addr}");
     let _ = std::io::stdout().flush();
 

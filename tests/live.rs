@@ -70,6 +70,20 @@ fn publish(url: &str, seconds: u32) -> Child {
         .expect("start ffmpeg")
 }
 
+/// ffmpeg publishing the test clip (looped) over SRT as MPEG-TS.
+fn publish_srt(url: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(fixture(CLIP))
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts"])
+        .arg(format!("{url}&pkt_size=1316"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
 /// Waits for a publisher to exit; returns whether it succeeded and its stderr.
 async fn finished(mut child: Child, limit: Duration) -> (bool, String) {
     let status = eventually(limit, "ffmpeg to exit", || {
@@ -688,5 +702,108 @@ async fn the_spool_survives_a_crash() {
     assert!(
         !data_dir.join(format!("live/spool/{id}")).exists(),
         "the spool keeps the stream"
+    );
+}
+
+#[tokio::test]
+async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 2.0))
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let key = created["stream_key"].as_str().unwrap();
+    let srt_url = created["srt_url"].as_str().unwrap().to_string();
+    assert!(srt_url.starts_with("srt://127.0.0.1:"), "{srt_url}");
+    assert!(srt_url.ends_with(&format!("?streamid={key}")), "{srt_url}");
+    let playlist_url = created["playlist_url"].as_str().unwrap().to_string();
+    let replay_url = created["replay_url"].as_str().unwrap().to_string();
+    let base = srt_url.split_once('?').unwrap().0.to_string();
+
+    let publisher = publish_srt(&srt_url, 30);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    let went_live = Instant::now();
+    let first = node.url(&format!("/media/live/{id}/00000000.ts"));
+    eventually(Duration::from_secs(20), "the first segment", || async {
+        let res = node.client.head(&first).send().await.ok()?;
+        res.status().is_success().then_some(())
+    })
+    .await;
+    let first_after = went_live.elapsed();
+    eprintln!("first SRT segment stored {first_after:?} after the stream went live");
+    assert!(first_after.as_secs_f64() <= 2.0 * SEGMENT_S + 1.0);
+
+    // Wrong keys and a hijack over SRT are refused; the stream goes on.
+    let (ok, _) = finished(
+        publish_srt(
+            &format!("{base}?streamid=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            5,
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(!ok, "a wrong SRT key was accepted");
+    let (ok, _) = finished(publish_srt(&srt_url, 5), Duration::from_secs(60)).await;
+    assert!(!ok, "an SRT hijack was accepted");
+
+    eventually(
+        Duration::from_secs(20),
+        "a playable live playlist",
+        || async {
+            let s = stream(&node, &id).await;
+            (s["segments_uploaded"].as_u64()? >= 3).then_some(())
+        },
+    )
+    .await;
+    let play = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i", &playlist_url])
+        .args(["-t", "3", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        play.status.success(),
+        "ffmpeg cannot play the live playlist: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let s = stream(&node, &id).await;
+    assert!(
+        s["input"]["video_codec"]
+            .as_str()
+            .unwrap()
+            .starts_with("avc1."),
+        "{s}"
+    );
+    assert_eq!(s["input"]["audio_codec"], "mp4a.40.2", "{s}");
+    assert_eq!(s["input"]["width"], 640, "{s}");
+
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "SRT publisher failed: {err}");
+    let ended = eventually(Duration::from_secs(40), "the replay", || async {
+        let s = stream(&node, &id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await;
+    assert_eq!(ended["end_reason"], "publisher_left");
+    let text = node
+        .client
+        .get(&replay_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_complete(&media_playlist(&text));
+    let duration = ffprobe_duration(&replay_url);
+    assert!(
+        (duration - 30.0).abs() <= 2.0,
+        "SRT replay lasts {duration} s:\n{text}"
+    );
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("media_node_live_publishes_total{protocol=\"srt\"} 1"),
+        "{metrics}"
     );
 }

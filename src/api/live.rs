@@ -90,6 +90,10 @@ pub struct CreatedStream {
     /// `rtmp://HOST:PORT/live/<stream_key>`: OBS "Server" is everything before
     /// the key, "Stream Key" is the key.
     pub rtmp_url: String,
+    /// `srt://HOST:PORT?streamid=<stream_key>`: publish MPEG-TS (H.264 +
+    /// AAC) as an SRT caller (`ffmpeg ... -f mpegts "<srt_url>"`, OBS with an
+    /// SRT server URL). Unencrypted; the key is the access control.
+    pub srt_url: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -184,6 +188,7 @@ pub async fn create(
     let created = CreatedStream {
         stream: view(&state, &record),
         rtmp_url: format!("{}{key}", state.ingest.rtmp_base),
+        srt_url: format!("{}{key}", state.ingest.srt_base),
         stream_key: key,
     };
     let mut response = (StatusCode::CREATED, Json(created)).into_response();

@@ -59,6 +59,8 @@ pub struct AppState {
 pub struct Ingest {
     /// `rtmp://HOST:PORT/live/`; the stream key follows.
     pub rtmp_base: String,
+    /// `srt://HOST:PORT?streamid=`; the stream key follows.
+    pub srt_base: String,
 }
 
 pub fn router(state: AppState) -> Router {

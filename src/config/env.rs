@@ -66,6 +66,7 @@ mod tests {
             ("webhook_secret", "webhooks.secret"),
             ("log_format", "log.format"),
             ("rtmp_listen", "rtmp_listen"),
+            ("srt_listen", "srt_listen"),
             ("live_spool_max_bytes", "live.spool_max_bytes"),
         ] {
             assert_eq!(setting_for(var), setting);

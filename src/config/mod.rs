@@ -96,6 +96,9 @@ pub struct Config {
     /// Address of the RTMP ingest (`rtmp://HOST:PORT/live/<stream key>`). The
     /// default only takes local publishers; set `0.0.0.0:1935` in production.
     pub rtmp_listen: SocketAddr,
+    /// UDP address of the SRT ingest (`srt://HOST:PORT?streamid=<stream key>`,
+    /// MPEG-TS). Local only by default, like the API.
+    pub srt_listen: SocketAddr,
     pub live: LiveConfig,
     pub s3: S3Config,
     pub db: DbConfig,
@@ -116,6 +119,7 @@ impl Default for Config {
             pipelines_dir: None,
             tag_fonts: FontFiles::default(),
             rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+            srt_listen: SocketAddr::from(([127, 0, 0, 1], 8890)),
             live: LiveConfig::default(),
             s3: S3Config::default(),
             db: DbConfig::default(),

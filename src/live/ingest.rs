@@ -1,5 +1,6 @@
-//! Glue between the ingest servers and the live service: the RTMP server asks
-//! the service whether a key may publish, and feeds the publisher it gets.
+//! Glue between the ingest servers and the live service: the RTMP and SRT
+//! servers ask the service whether a key may publish, and feed the publisher
+//! they get.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::flv::FlvDepacketizer;
 use super::rtmp::{CloseReason, MediaSink, PublishGate, Refusal, SinkError};
+use super::segmenter::{AudioFrame, VideoFrame};
 use super::service::{self, LiveService, Publisher};
+use super::srt::{AccessUnitSink, SrtGate, SrtRefusal};
 
 /// The live service as the RTMP server's gate.
 pub struct RtmpGate(pub Arc<LiveService>);
@@ -93,5 +96,59 @@ impl MediaSink for RtmpSink {
 
     fn kicked(&self) -> CancellationToken {
         self.publisher.kicked()
+    }
+}
+
+/// The live service as the SRT server's gate.
+pub struct SrtGateway(pub Arc<LiveService>);
+
+#[async_trait::async_trait]
+impl SrtGate for SrtGateway {
+    async fn publish(
+        &self,
+        key: &str,
+        peer: SocketAddr,
+    ) -> Result<Box<dyn AccessUnitSink>, SrtRefusal> {
+        match self.0.open_publisher(key, "srt").await {
+            Ok(publisher) => {
+                tracing::info!(stream_id = %publisher.stream_id(), %peer, "SRT publisher accepted");
+                Ok(Box::new(SrtSink(publisher)))
+            }
+            Err(service::Refusal::UnknownKey) => Err(SrtRefusal::UnknownKey),
+            Err(service::Refusal::AlreadyLive) => Err(SrtRefusal::AlreadyLive),
+            Err(service::Refusal::Unavailable) => Err(SrtRefusal::Unavailable),
+        }
+    }
+}
+
+/// An SRT publisher: its transport stream is already demuxed to access units.
+struct SrtSink(Publisher);
+
+impl AccessUnitSink for SrtSink {
+    fn codecs(&mut self, video: Option<String>, audio: Option<String>, size: Option<(u32, u32)>) {
+        self.0.set_codecs(video, audio);
+        if let Some((w, h)) = size {
+            self.0.metadata(Some(w), Some(h), None);
+        }
+    }
+
+    fn video(&mut self, frame: VideoFrame) {
+        self.0.video(frame);
+    }
+
+    fn audio(&mut self, frame: AudioFrame) {
+        self.0.audio(frame);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        self.0.idle_timeout()
+    }
+
+    fn close(self: Box<Self>, reason: &'static str) {
+        self.0.leave(reason);
+    }
+
+    fn kicked(&self) -> CancellationToken {
+        self.0.kicked()
     }
 }

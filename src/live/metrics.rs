@@ -45,12 +45,9 @@ impl LiveMetrics {
             // 5 ms to ~80 s.
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             // Explicit around the 1 s objective, so p99 < 1 s is checkable.
-            upload_lag_seconds: Histogram::new(
-                [
-                    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-                ]
-                .into_iter(),
-            ),
+            upload_lag_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
             spool_bytes: Gauge::default(),
             posters: Counter::default(),
             publishes: Family::default(),

@@ -1,9 +1,10 @@
-//! Live streams: creators publish over RTMP, the node cuts HLS segments without
+//! Live streams: creators publish over RTMP or SRT, the node cuts HLS segments without
 //! re-encoding, spools each closed segment to local disk, uploads it to the
 //! object store, and publishes playlists that only ever list stored segments.
 //!
 //! ```text
-//! rtmp ──FLV tags──▶ flv ──access units──▶ segmenter(ts) ──closed segment──▶ relay
+//! rtmp ──FLV tags──▶ flv ─────┐
+//! srt ───TS────────▶ tsdemux ─┴─access units──▶ segmenter(ts) ──closed segment──▶ relay
 //!  (connection task; no GStreamer threads, no blocking)          spool ─▶ store ─▶ playlists
 //! ```
 //!
@@ -12,6 +13,8 @@
 //! | [`service`]   | streams, who may publish, reconnects, ending; the API's entry point |
 //! | [`registry`]  | streams, their segments and pins in the node's database            |
 //! | [`rtmp`]      | the RTMP server (`rml_rtmp`, sans-IO, on our own tokio sockets)    |
+//! | [`srt`]       | the SRT listener (`srt-protocol`, one UDP port for every caller)    |
+//! | [`tsdemux`]   | publisher MPEG-TS (SRT) → H.264 Annex B and ADTS AAC access units  |
 //! | [`flv`]       | FLV tag bodies → H.264 Annex B and ADTS AAC access units           |
 //! | [`segmenter`] | cutting on keyframes at the profile's target duration              |
 //! | [`ts`]        | the MPEG-TS muxer                                                  |
@@ -43,5 +46,7 @@ pub mod rtmp;
 pub mod segmenter;
 pub mod service;
 pub mod spool;
+pub mod srt;
 pub mod throttle;
 pub mod ts;
+pub mod tsdemux;

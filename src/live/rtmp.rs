@@ -217,7 +217,7 @@ impl Default for RtmpSettings {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 256,
             max_pending: 64,
-            max_pending_per_ip: 4,
+            max_pending_per_ip: 8,
         }
     }
 }
@@ -270,18 +270,24 @@ pub async fn serve(
             debug!(%peer, "rtmp connection refused: at max_connections");
             continue;
         };
-        let Some(pending) = admission.try_admit(peer.ip()) else {
-            debug!(%peer, "rtmp connection refused: too many pending connections");
-            continue;
-        };
         if let Err(err) = stream.set_nodelay(true) {
             debug!(%peer, error = %err, "rtmp connection lost before setup");
             continue;
         }
         let span = tracing::info_span!("rtmp", %peer, key = tracing::field::Empty);
-        let connection = Connection::new(stream, peer, shared.clone(), pending);
+        let (admission, shared, shutdown) = (admission.clone(), shared.clone(), shutdown.clone());
+        let wait = shared.settings.handshake_timeout;
         tracker.spawn(
             async move {
+                // Over the pending limits, a connection waits its turn (within
+                // the setup deadline) rather than being refused: many creators
+                // starting at once behind one NAT or balancer all get in, while
+                // unauthenticated connections still never exceed the limits.
+                let Some(pending) = admission.admit(peer.ip(), wait, &shutdown).await else {
+                    debug!(%peer, "rtmp connection refused: too many pending connections");
+                    return;
+                };
+                let connection = Connection::new(stream, peer, shared, pending);
                 connection.run().await;
                 drop(slot);
             }
@@ -323,6 +329,8 @@ const CONTROL_PER_SECOND: f64 = 8.0;
 /// the `_error` instead of a reset, and how much it may still send meanwhile.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// How often a connection over the pending limits tries again for a slot.
+const ADMIT_RETRY: Duration = Duration::from_millis(20);
 /// Pause after a failed `accept` (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often addresses that stopped presenting wrong keys are forgotten.
@@ -351,6 +359,25 @@ impl Admission {
             )),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: settings.max_pending_per_ip,
+        }
+    }
+
+    /// A pending slot for `ip`, waiting up to `wait` for one.
+    async fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<PendingSlot> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(slot) = self.try_admit(ip) {
+                return Some(slot);
+            }
+            if Instant::now() >= deadline || shutdown.is_cancelled() {
+                return None;
+            }
+            tokio::time::sleep(ADMIT_RETRY).await;
         }
     }
 

@@ -381,6 +381,7 @@ impl LiveService {
             connection,
             kick,
             poster,
+            starting: Some(StartBuffer::default()),
             metadata: InputInfo::default(),
             closed: false,
         })
@@ -553,6 +554,21 @@ impl LiveService {
     }
 }
 
+/// How long video waits at the start of a publisher for its audio
+/// configuration (an FLV sequence header, a TS demuxer's first ADTS frame), so
+/// that the first segment lists every track (a track appearing later would
+/// start the second segment with a discontinuity). A stream without audio
+/// starts this much later.
+const AUDIO_WAIT_TICKS: i64 = 90_000;
+/// Frames held at most meanwhile (a broken timestamp must not grow it).
+const MAX_START_FRAMES: usize = 240;
+
+#[derive(Default)]
+struct StartBuffer {
+    video: Vec<VideoFrame>,
+    audio: Vec<AudioFrame>,
+}
+
 /// One connected publisher: access units in (whatever the protocol), segments
 /// out.
 pub struct Publisher {
@@ -561,6 +577,8 @@ pub struct Publisher {
     connection: u64,
     kick: CancellationToken,
     poster: Option<PosterTap>,
+    /// Frames held at the start until the audio configuration is known.
+    starting: Option<StartBuffer>,
     metadata: InputInfo,
     closed: bool,
 }
@@ -597,6 +615,52 @@ impl Publisher {
 
     /// One video access unit (H.264 Annex B, 90 kHz timestamps).
     pub fn video(&mut self, frame: VideoFrame) {
+        if let Some(start) = &mut self.starting {
+            let waited = start
+                .video
+                .first()
+                .is_some_and(|first| frame.dts - first.dts >= AUDIO_WAIT_TICKS);
+            start.video.push(frame);
+            if waited || start.video.len() > MAX_START_FRAMES {
+                self.start();
+            }
+            return;
+        }
+        self.push_video(frame);
+    }
+
+    /// One audio access unit (ADTS AAC, 90 kHz timestamps).
+    pub fn audio(&mut self, frame: AudioFrame) {
+        if let Some(start) = &mut self.starting {
+            start.audio.push(frame);
+            if self.metadata.audio_codec.is_some() {
+                self.start();
+            }
+            return;
+        }
+        let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
+        media.segmenter.push_audio(frame);
+    }
+
+    /// The track list is settled: what waited goes to the segmenter, in time
+    /// order.
+    fn start(&mut self) {
+        let Some(start) = self.starting.take() else {
+            return;
+        };
+        let mut audio = start.audio.into_iter().peekable();
+        for frame in start.video {
+            while let Some(a) = audio.next_if(|a| a.pts <= frame.dts) {
+                self.audio(a);
+            }
+            self.push_video(frame);
+        }
+        for a in audio {
+            self.audio(a);
+        }
+    }
+
+    fn push_video(&mut self, frame: VideoFrame) {
         if let Some(poster) = &mut self.poster {
             poster.offer(&frame);
         }
@@ -610,12 +674,6 @@ impl Publisher {
         if let Some(segment) = closed {
             self.closed_segment(segment);
         }
-    }
-
-    /// One audio access unit (ADTS AAC, 90 kHz timestamps).
-    pub fn audio(&mut self, frame: AudioFrame) {
-        let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
-        media.segmenter.push_audio(frame);
     }
 
     fn closed_segment(&mut self, segment: ClosedSegment) {
@@ -654,6 +712,8 @@ impl Publisher {
         if std::mem::replace(&mut self.closed, true) {
             return;
         }
+        // A publisher gone within its first second still leaves its media.
+        self.start();
         if let Some(service) = self.service.upgrade() {
             service.publisher_left(&self.active, self.connection);
         }

@@ -117,6 +117,7 @@ impl Node {
         let defaults = [
             ("MEDIA_NODE_LISTEN", "127.0.0.1:0".to_string()),
             ("MEDIA_NODE_RTMP_LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDIA_NODE_SRT_LISTEN", "127.0.0.1:0".to_string()),
             ("MEDIA_NODE_DATA_DIR", data_dir.display().to_string()),
             ("MEDIA_NODE_API_TOKEN", TOKEN.to_string()),
             ("MEDIA_NODE_JOBS_WORKERS", "2".to_string()),
