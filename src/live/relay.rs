@@ -234,15 +234,21 @@ impl Worker {
 
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut backoff = BACKOFF_MIN;
+        let mut detached = false;
         loop {
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg).await;
             }
             let idle = self.pending.is_empty() && !self.playlist_dirty;
+            if idle && detached {
+                // The handle was dropped without `end`: what was spooled is
+                // stored, but only `end` may write a replay.
+                break;
+            }
             if idle && !self.ending {
                 match rx.recv().await {
                     Some(msg) => self.handle(msg).await,
-                    None => self.ending = true,
+                    None => detached = true,
                 }
                 continue;
             }
@@ -267,9 +273,9 @@ impl Worker {
                     loop {
                         tokio::select! {
                             _ = &mut sleep => break,
-                            msg = rx.recv(), if !self.ending => match msg {
+                            msg = rx.recv(), if !self.ending && !detached => match msg {
                                 Some(msg) => self.handle(msg).await,
-                                None => self.ending = true,
+                                None => detached = true,
                             },
                         }
                     }

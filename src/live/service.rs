@@ -408,6 +408,13 @@ impl LiveService {
             .ok_or_else(|| LiveError::UnknownProfile(record.profile.clone()))?;
         let existing = self.registry.segments(record.id).await?;
         let resumed = !existing.is_empty();
+        // From here on nothing awaits: checking the map and starting the relay
+        // happen under its lock, so two publishers racing in here never start
+        // two relays for one stream.
+        let mut map = self.active_map();
+        if let Some(active) = map.get(&record.id) {
+            return Ok(active.clone());
+        }
         let relay = Relay::start(
             self.relay_deps.clone(),
             RelayStart {
@@ -437,9 +444,7 @@ impl LiveService {
             generation: AtomicU64::new(0),
             ended: AtomicBool::new(false),
         });
-        let mut map = self.active_map();
-        // Another publisher may have raced us here; the first one wins.
-        let active = map.entry(record.id).or_insert(active).clone();
+        map.insert(record.id, active.clone());
         drop(map);
         if ending {
             self.wind_down(&active);
