@@ -77,7 +77,10 @@ pub struct ClosedMedia {
 }
 
 enum Msg {
+    /// To the spooler: a segment to write to the spool.
     Segment(ClosedMedia, Instant),
+    /// To the uploader: a segment now in the spool.
+    Spooled(Pending),
     PinsChanged,
     End,
 }
@@ -108,13 +111,25 @@ pub struct RelayStart {
 impl Relay {
     pub fn start(deps: Arc<RelayDeps>, start: RelayStart) -> Relay {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (spooled_tx, spooled_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(UploadStats::default()));
+        let spooler = Spooler {
+            deps: deps.clone(),
+            stream: start.stream,
+            next_sequence: start.existing.last().map(|s| s.sequence + 1).unwrap_or(0),
+            gap: false,
+            stats: stats.clone(),
+        };
         let mut worker = Worker::new(deps, start, stats.clone());
         let span = info_span!("live_relay", stream_id = %worker.stream);
+        // Spooling never waits for the store: a segment is on disk (and
+        // survives a crash) as soon as it closes, however long an upload
+        // hangs.
+        tokio::spawn(spooler.run(rx, spooled_tx).instrument(span.clone()));
         let task = tokio::spawn(
             async move {
                 worker.recover().await;
-                worker.run(rx).await;
+                worker.run(spooled_rx).await;
             }
             .instrument(span),
         );
@@ -154,6 +169,83 @@ impl Relay {
     }
 }
 
+/// Writes closed segments to the spool, in order, and hands them to the
+/// uploader.
+struct Spooler {
+    deps: Arc<RelayDeps>,
+    stream: Uuid,
+    next_sequence: u64,
+    /// A segment was dropped; the next one starts after a discontinuity.
+    gap: bool,
+    stats: Arc<Mutex<UploadStats>>,
+}
+
+impl Spooler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            let out = match msg {
+                Msg::Segment(media, closed_at) => match self.spool(media, closed_at).await {
+                    Some(pending) => Msg::Spooled(pending),
+                    None => continue,
+                },
+                other => other,
+            };
+            if tx.send(out).is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn spool(&mut self, media: ClosedMedia, closed_at: Instant) -> Option<Pending> {
+        let sequence = self.next_sequence;
+        let bytes = media.data.len() as u64;
+        match self
+            .deps
+            .spool
+            .write(self.stream, sequence, media.data)
+            .await
+        {
+            Ok(()) => {}
+            Err(err) => {
+                let reason = match err {
+                    SpoolError::Full { .. } => "spool_full",
+                    SpoolError::Io(_) => "spool_io",
+                };
+                warn!(error = %err, "live segment dropped");
+                self.deps.metrics.dropped(reason);
+                self.gap = true;
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .segments_dropped += 1;
+                return None;
+            }
+        }
+        let record = SegmentRecord {
+            sequence,
+            duration_us: media.duration_us,
+            started_at: media.started_at.timestamp_millis(),
+            discontinuity: media.discontinuity || std::mem::take(&mut self.gap),
+            independent: media.independent,
+            bytes,
+            stored: false,
+        };
+        // The row makes the spooled file recoverable after a restart; if the
+        // database hiccups the upload still goes on, and the row is written
+        // again (idempotently) when the segment is stored.
+        if let Err(e) = self.deps.registry.add_segment(self.stream, &record).await {
+            warn!(error = %e, sequence, "cannot record the spooled segment yet");
+        }
+        self.next_sequence += 1;
+        self.deps
+            .metrics
+            .spool_bytes
+            .set(self.deps.spool.used() as i64);
+        debug!(sequence, bytes, "segment spooled");
+        Some(Pending { record, closed_at })
+    }
+}
+
 struct Pending {
     record: SegmentRecord,
     closed_at: Instant,
@@ -164,14 +256,13 @@ struct Worker {
     stream: Uuid,
     window: usize,
     target_s: u64,
-    next_sequence: u64,
     /// Spooled, not yet stored, in order.
     pending: VecDeque<Pending>,
     /// Stored, in order: what playlists list.
     stored: Vec<LiveSegment>,
     pins: Vec<Pin>,
     playlist_dirty: bool,
-    /// A segment was dropped; the next one starts after a discontinuity.
+    /// A spooled segment was lost; the next one starts after a discontinuity.
     gap: bool,
     ending: bool,
     stats: Arc<Mutex<UploadStats>>,
@@ -180,13 +271,11 @@ struct Worker {
 
 impl Worker {
     fn new(deps: Arc<RelayDeps>, start: RelayStart, stats: Arc<Mutex<UploadStats>>) -> Worker {
-        let next_sequence = start.existing.last().map(|s| s.sequence + 1).unwrap_or(0);
         let mut worker = Worker {
             deps,
             stream: start.stream,
             window: start.window,
             target_s: start.target_s,
-            next_sequence,
             pending: VecDeque::new(),
             stored: Vec::new(),
             pins: Vec::new(),
@@ -289,7 +378,13 @@ impl Worker {
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Segment(media, closed_at) => self.spool(media, closed_at).await,
+            Msg::Spooled(mut pending) => {
+                pending.record.discontinuity |= std::mem::take(&mut self.gap);
+                self.pending.push_back(pending);
+                self.publish_stats();
+            }
+            // The spooler takes these; never sent here.
+            Msg::Segment(..) => {}
             Msg::PinsChanged => {
                 match self.deps.registry.pins(self.stream).await {
                     Ok(pins) => self.pins = pins.iter().map(pin_of).collect(),
@@ -299,53 +394,6 @@ impl Worker {
             }
             Msg::End => self.ending = true,
         }
-    }
-
-    async fn spool(&mut self, media: ClosedMedia, closed_at: Instant) {
-        let sequence = self.next_sequence;
-        let bytes = media.data.len() as u64;
-        match self
-            .deps
-            .spool
-            .write(self.stream, sequence, media.data)
-            .await
-        {
-            Ok(()) => {}
-            Err(err) => {
-                let reason = match err {
-                    SpoolError::Full { .. } => "spool_full",
-                    SpoolError::Io(_) => "spool_io",
-                };
-                warn!(error = %err, "live segment dropped");
-                self.deps.metrics.dropped(reason);
-                self.gap = true;
-                self.stats_mut().segments_dropped += 1;
-                return;
-            }
-        }
-        let record = SegmentRecord {
-            sequence,
-            duration_us: media.duration_us,
-            started_at: media.started_at.timestamp_millis(),
-            discontinuity: media.discontinuity || std::mem::take(&mut self.gap),
-            independent: media.independent,
-            bytes,
-            stored: false,
-        };
-        // The row makes the spooled file recoverable after a restart; if the
-        // database hiccups the upload still goes on, and the row is written
-        // again (idempotently) when the segment is stored.
-        if let Err(e) = self.deps.registry.add_segment(self.stream, &record).await {
-            warn!(error = %e, sequence, "cannot record the spooled segment yet");
-        }
-        self.next_sequence += 1;
-        self.deps
-            .metrics
-            .spool_bytes
-            .set(self.deps.spool.used() as i64);
-        debug!(sequence, bytes, "segment spooled");
-        self.pending.push_back(Pending { record, closed_at });
-        self.publish_stats();
     }
 
     /// Stores the oldest pending segment, or the playlist once all are stored.
