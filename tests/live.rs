@@ -57,31 +57,53 @@ async fn wait_state(node: &Node, id: &str, state: &str, limit: Duration) -> Valu
     .await
 }
 
-/// ffmpeg publishing the test clip (looped) for `seconds`, like a creator's app.
-fn publish(url: &str, seconds: u32) -> Child {
+/// ffmpeg publishing the test clip (looped) for `seconds`, like a creator's
+/// app: FLV over RTMP, or MPEG-TS over SRT.
+fn publish_as(url: &str, seconds: u32, format: &str) -> Child {
+    let target = if format == "mpegts" {
+        format!("{url}&pkt_size=1316")
+    } else {
+        url.to_string()
+    };
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-stream_loop", "-1", "-i"])
         .arg(fixture(CLIP))
-        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "flv", url])
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", format])
+        .arg(target)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ffmpeg")
 }
 
-/// ffmpeg publishing the test clip (looped) over SRT as MPEG-TS.
+fn publish(url: &str, seconds: u32) -> Child {
+    publish_as(url, seconds, "flv")
+}
+
 fn publish_srt(url: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-stream_loop", "-1", "-i"])
-        .arg(fixture(CLIP))
-        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts"])
-        .arg(format!("{url}&pkt_size=1316"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg")
+    publish_as(url, seconds, "mpegts")
+}
+
+/// Waits until the stream's replay is written; returns the stream.
+async fn wait_replay(node: &Node, id: &str, limit: Duration) -> Value {
+    eventually(limit, "the replay", || async {
+        let s = stream(node, id).await;
+        (s["replay_ready"] == true).then_some(s)
+    })
+    .await
+}
+
+/// GET `url` as text.
+async fn get_text(node: &Node, url: &str) -> String {
+    node.client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits for a publisher to exit; returns whether it succeeded and its stderr.
@@ -100,24 +122,11 @@ async fn finished(mut child: Child, limit: Duration) -> (bool, String) {
 }
 
 fn ffprobe_duration(url: &str) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let probe = common::media::ffprobe(url);
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration for {url}: {probe}"))
 }
 
 fn media_playlist(text: &str) -> m3u8_rs::MediaPlaylist {
@@ -294,23 +303,11 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
     assert!(ok, "publisher failed: {err}");
     let ended = wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
     assert_eq!(ended["end_reason"], "publisher_left");
-    let ended = eventually(Duration::from_secs(30), "the replay", || async {
-        let s = stream(&node, &id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(30)).await;
     assert_eq!(ended["upload_lag_ms"], 0);
     assert_eq!(ended["spool_bytes"], 0);
 
-    let replay_text = node
-        .client
-        .get(&replay_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let replay_text = get_text(&node, &replay_url).await;
     let replay = media_playlist(&replay_text);
     assert_complete(&replay);
     let pin_line = replay_text
@@ -328,15 +325,7 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
         "replay lasts {duration} s:\n{replay_text}"
     );
     // The live playlist ends too, so players stop polling.
-    let text = node
-        .client
-        .get(&playlist_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node, &playlist_url).await;
     assert!(media_playlist(&text).end_list, "{text}");
     let metrics = node.metrics().await;
     assert!(
@@ -377,21 +366,9 @@ async fn wrong_keys_and_hijacks_are_refused_without_disturbing_the_stream() {
     let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
     assert!(ok, "the first publisher was disturbed: {err}");
     wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
-    let ended = eventually(Duration::from_secs(30), "the replay", || async {
-        let s = stream(&node, &id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(30)).await;
     let replay_url = ended["replay_url"].as_str().unwrap();
-    let text = node
-        .client
-        .get(replay_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node, replay_url).await;
     assert_complete(&media_playlist(&text));
     let duration = ffprobe_duration(replay_url);
     assert!((duration - 16.0).abs() <= 2.0, "replay lasts {duration} s");
@@ -441,11 +418,7 @@ async fn deleting_a_stream_ends_it_and_revokes_its_key() {
     // ...and cannot come back.
     let (ok, _) = finished(publish(&rtmp_url, 3), Duration::from_secs(60)).await;
     assert!(!ok, "a revoked key was accepted");
-    let ended = eventually(Duration::from_secs(30), "the replay", || async {
-        let s = stream(&node, &id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(30)).await;
     assert!(ended["segments_uploaded"].as_u64().unwrap() >= 2);
 
     // Unknown ids and bad bodies get problem documents.
@@ -554,11 +527,7 @@ async fn an_s3_outage_loses_nothing_and_playlists_never_lie() {
 
     let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
     assert!(ok, "publisher failed: {err}");
-    let ended = eventually(Duration::from_secs(90), "the replay", || async {
-        let s = stream(&node, &id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(90)).await;
     assert_eq!(ended["segments_dropped"], 0, "{ended}");
     let obj = client
         .get_object()
@@ -661,15 +630,7 @@ async fn the_spool_survives_a_crash() {
     node.kill();
     s3.restart().await;
     let node = Node::builder().envs(env).data_dir(&data_dir).start().await;
-    let ended = eventually(
-        Duration::from_secs(60),
-        "the replay after restart",
-        || async {
-            let s = stream(&node, &id).await;
-            (s["replay_ready"] == true).then_some(s)
-        },
-    )
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(60)).await;
     assert_eq!(ended["segments_dropped"], 0, "{ended}");
     let obj = s3
         .client()
@@ -780,21 +741,9 @@ async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
 
     let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
     assert!(ok, "SRT publisher failed: {err}");
-    let ended = eventually(Duration::from_secs(40), "the replay", || async {
-        let s = stream(&node, &id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await;
+    let ended = wait_replay(&node, &id, Duration::from_secs(40)).await;
     assert_eq!(ended["end_reason"], "publisher_left");
-    let text = node
-        .client
-        .get(&replay_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node, &replay_url).await;
     assert_complete(&media_playlist(&text));
     let duration = ffprobe_duration(&replay_url);
     assert!(

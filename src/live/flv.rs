@@ -16,18 +16,18 @@ use super::segmenter::{AudioFrame, VideoFrame};
 const TICKS_PER_MS: i64 = 90;
 
 /// Start code written before every NAL unit.
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
+pub(super) const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// Access unit delimiter (NAL type 9, `primary_pic_type` 7 = any slice type),
 /// written first in every access unit as HLS (and some decoders) expect.
-const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
+pub(super) const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
 
 /// Allocation size of the scratch buffer access units are built in; it is
 /// reused as soon as the previous access unit has been dropped.
 const SCRATCH_CAPACITY: usize = 64 * 1024;
 
 /// AAC sampling frequencies by `sampling_frequency_index` (ISO 14496-3 1.6.3.4).
-const AAC_FREQUENCIES: [u32; 13] = [
+pub(super) const AAC_FREQUENCIES: [u32; 13] = [
     96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
     7_350,
 ];

@@ -334,37 +334,27 @@ impl Registry {
         Ok(())
     }
 
+    /// Records a spooled segment (or updates it: the same sequence written
+    /// again keeps the latest flags).
     pub async fn add_segment(&self, id: Uuid, segment: &SegmentRecord) -> RegistryResult<()> {
-        sqlx::query(
-            "INSERT INTO live_segments (stream_id, sequence, duration_us, started_at, discontinuity, independent, bytes, stored) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, sequence) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(segment.sequence as i64)
-        .bind(segment.duration_us as i64)
-        .bind(segment.started_at)
-        .bind(segment.discontinuity)
-        .bind(segment.independent)
-        .bind(segment.bytes as i64)
-        .bind(segment.stored)
-        .execute(&self.pool)
-        .await?;
+        upsert_segment(id, segment).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Records that `sequence` is in the store, with the stream's new counters.
+    /// Records that a segment is in the store (inserting its row if the one
+    /// written at spool time was lost), with the stream's new counters.
     pub async fn segment_stored(
         &self,
         id: Uuid,
-        sequence: u64,
+        segment: &SegmentRecord,
         stats: UploadStats,
     ) -> RegistryResult<()> {
+        let stored = SegmentRecord {
+            stored: true,
+            ..segment.clone()
+        };
         let mut tx: Transaction<'_, Sqlite> = self.pool.begin().await?;
-        sqlx::query("UPDATE live_segments SET stored = 1 WHERE stream_id = ? AND sequence = ?")
-            .bind(id.to_string())
-            .bind(sequence as i64)
-            .execute(&mut *tx)
-            .await?;
+        upsert_segment(id, &stored).execute(&mut *tx).await?;
         update_stats(&mut tx, id, stats).await?;
         tx.commit().await?;
         Ok(())
@@ -477,6 +467,25 @@ impl Registry {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn upsert_segment(
+    id: Uuid,
+    segment: &SegmentRecord,
+) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments<'static>> {
+    sqlx::query(
+        "INSERT INTO live_segments (stream_id, sequence, duration_us, started_at, discontinuity, independent, bytes, stored) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, sequence) DO UPDATE SET \
+         discontinuity = excluded.discontinuity, stored = excluded.stored",
+    )
+    .bind(id.to_string())
+    .bind(segment.sequence as i64)
+    .bind(segment.duration_us as i64)
+    .bind(segment.started_at)
+    .bind(segment.discontinuity)
+    .bind(segment.independent)
+    .bind(segment.bytes as i64)
+    .bind(segment.stored)
 }
 
 async fn update_stats(
@@ -601,7 +610,8 @@ mod tests {
             segments_uploaded: 1,
             ..Default::default()
         };
-        reg.segment_stored(id, 0, stats).await.unwrap();
+        let first = reg.segments(id).await.unwrap().remove(0);
+        reg.segment_stored(id, &first, stats).await.unwrap();
         let segs = reg.segments(id).await.unwrap();
         assert_eq!(
             segs.iter()

@@ -451,16 +451,11 @@ impl Worker {
         self.stats_mut().segments_uploaded += 1;
         self.publish_stats();
         let stats = self.stats();
-        let mut stored = record.clone();
-        stored.stored = true;
-        let registry = &self.deps.registry;
-        let recorded = match registry
-            .segment_stored(self.stream, record.sequence, stats)
-            .await
-        {
-            Ok(()) => registry.add_segment(self.stream, &stored).await,
-            Err(e) => Err(e),
-        };
+        let recorded = self
+            .deps
+            .registry
+            .segment_stored(self.stream, &record, stats)
+            .await;
         if let Err(e) = recorded {
             // The object is stored; the row catches up with the next segment.
             warn!(error = %e, sequence = record.sequence, "cannot record the stored segment");
@@ -474,17 +469,11 @@ impl Worker {
         if self.stored.is_empty() {
             return Ok(());
         }
-        let text = if ended {
+        let mut text = playlist::live(&self.stored, self.window, self.target_s, &self.pins);
+        if ended {
             // Players stop polling at ENDLIST; the window is kept.
-            let shown = &self.stored[self.stored.len().saturating_sub(self.window)..];
-            let mut text = playlist::live(&self.stored, self.window, self.target_s, &self.pins);
-            if !shown.is_empty() {
-                text.push_str("#EXT-X-ENDLIST\n");
-            }
-            text
-        } else {
-            playlist::live(&self.stored, self.window, self.target_s, &self.pins)
-        };
+            text.push_str("#EXT-X-ENDLIST\n");
+        }
         let key = self.key("index.m3u8")?;
         self.deps
             .store

@@ -32,7 +32,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::flv::AvcConfig;
+use super::flv::{AAC_FREQUENCIES, AUD, AvcConfig, START_CODE};
 use super::segmenter::{AudioFrame, VideoFrame};
 
 /// Size of a transport stream packet.
@@ -61,14 +61,6 @@ const TIMESTAMP_MASK: u64 = (1 << 33) - 1;
 const MAX_PARAMETER_SET: usize = 4096;
 /// Samples per AAC frame (per raw data block).
 const AAC_SAMPLES: i64 = 1024;
-/// AAC sampling frequencies by index (ISO 14496-3 1.6.3.4).
-const AAC_FREQUENCIES: [i64; 13] = [
-    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
-    7_350,
-];
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
-/// Access unit delimiter (`primary_pic_type` 7: any slice type).
-const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
 
 /// One access unit out of the demuxer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1058,8 +1050,7 @@ impl AacState {
     fn rate(&self) -> i64 {
         self.header
             .and_then(|h| AAC_FREQUENCIES.get(usize::from(h.frequency_index)))
-            .copied()
-            .unwrap_or(48_000)
+            .map_or(48_000, |&rate| i64::from(rate))
     }
 }
 
@@ -1085,7 +1076,7 @@ impl AdtsHeader {
         }
         let protection_absent = b[1] & 0x01 != 0;
         let frequency_index = (b[2] >> 2) & 0x0F;
-        let rate = *AAC_FREQUENCIES.get(usize::from(frequency_index))?;
+        let rate = i64::from(*AAC_FREQUENCIES.get(usize::from(frequency_index))?);
         let frame_len =
             (usize::from(b[3] & 0x03) << 11) | (usize::from(b[4]) << 3) | usize::from(b[5] >> 5);
         let header_len = if protection_absent { 7 } else { 9 };
