@@ -78,6 +78,7 @@ async fn start_live(
         metrics: LiveMetrics::register(metrics),
         spool: Arc::new(spool),
         node_id: node_id(),
+        max_transcodes: config.live.max_transcodes,
     });
     service
         .recover()

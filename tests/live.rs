@@ -756,3 +756,201 @@ async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
         "{metrics}"
     );
 }
+
+/// A `ladder` live profile next to `quick`: the same cutting, plus two rungs
+/// encoded on the node.
+fn ladder_profile(dir: &Path) -> String {
+    let pipelines = quick_profile(dir, 2.0);
+    let quick = std::fs::read_to_string(dir.join("pipelines/live/quick.toml")).unwrap();
+    std::fs::write(
+        dir.join("pipelines/live/ladder.toml"),
+        format!(
+            "{quick}\n[transcode]\nx264_preset = \"ultrafast\"\n\
+             [[transcode.rungs]]\nname = \"240p\"\nshort_side = 240\nvideo_kbps = 400\n\
+             profile = \"main\"\nlevel = \"3.0\"\n\
+             [[transcode.rungs]]\nname = \"144p\"\nshort_side = 144\nvideo_kbps = 150\n\
+             profile = \"baseline\"\nlevel = \"3.0\"\n"
+        ),
+    )
+    .unwrap();
+    pipelines
+}
+
+fn master_playlist(text: &str) -> m3u8_rs::MasterPlaylist {
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(p)) => p,
+        other => panic!("not a master playlist ({other:?}):\n{text}"),
+    }
+}
+
+/// `(uri, width x height)` of each variant, highest bandwidth first.
+fn variants(master: &m3u8_rs::MasterPlaylist) -> Vec<(String, String)> {
+    master
+        .variants
+        .iter()
+        .map(|v| {
+            let size = v
+                .resolution
+                .map(|r| format!("{}x{}", r.width, r.height))
+                .unwrap_or_default();
+            (v.uri.clone(), size)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transcoding_profile_adds_aligned_renditions_when_a_slot_is_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", ladder_profile(tmp.path()))
+        .env("MEDIA_NODE_LIVE_MAX_TRANSCODES", "1")
+        .start()
+        .await;
+    let first = create_stream(&node, "ladder").await;
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["playlist_key"], format!("live/{id}/index.m3u8"));
+    let master_url = first["playlist_url"].as_str().unwrap().to_string();
+    let replay_url = first["replay_url"].as_str().unwrap().to_string();
+    let publisher = publish(first["rtmp_url"].as_str().unwrap(), 20);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+
+    // The master lists a variant only once its playlist has segments; all
+    // three come within a few segments.
+    let master = eventually(
+        Duration::from_secs(40),
+        "a master with 3 variants",
+        || async {
+            let res = node.client.get(&master_url).send().await.ok()?;
+            if !res.status().is_success() {
+                return None;
+            }
+            let master = master_playlist(&res.text().await.ok()?);
+            (master.variants.len() == 3).then_some(master)
+        },
+    )
+    .await;
+    assert_eq!(
+        variants(&master),
+        [
+            ("source/index.m3u8".to_string(), "640x360".to_string()),
+            ("240p/index.m3u8".to_string(), "426x240".to_string()),
+            ("144p/index.m3u8".to_string(), "256x144".to_string()),
+        ]
+    );
+    for v in &master.variants {
+        let codecs = v.codecs.as_deref().unwrap_or_default();
+        assert!(
+            codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
+            "{codecs}"
+        );
+    }
+    // ffmpeg plays the master (it picks a variant) and a rung on its own.
+    let base = master_url.trim_end_matches("index.m3u8");
+    let rung_url = format!("{base}240p/index.m3u8");
+    let probe = common::media::ffprobe(&rung_url);
+    let video = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap_or_else(|| panic!("{probe}"));
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(426), Some(240))
+    );
+    let play = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i", &master_url])
+        .args(["-t", "2", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        play.status.success(),
+        "ffmpeg cannot play the master: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let s = stream(&node, &id).await;
+    let renditions = s["renditions"].as_array().unwrap_or_else(|| panic!("{s}"));
+    let names: Vec<_> = renditions
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["source", "240p", "144p"]);
+    assert_eq!(renditions[1]["encoded"], true, "{s}");
+    assert_eq!(
+        renditions[1]["playlist_key"],
+        format!("live/{id}/240p/index.m3u8")
+    );
+
+    // A second such stream finds the node's one transcode slot taken: it is
+    // relayed as the source alone.
+    let second = create_stream(&node, "ladder").await;
+    let id2 = second["id"].as_str().unwrap().to_string();
+    let publisher2 = publish(second["rtmp_url"].as_str().unwrap(), 8);
+    wait_state(&node, &id2, "live", Duration::from_secs(20)).await;
+    let master2_url = second["playlist_url"].as_str().unwrap().to_string();
+    let master2 = eventually(Duration::from_secs(30), "the second master", || async {
+        let res = node.client.get(&master2_url).send().await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        Some(master_playlist(&res.text().await.ok()?))
+    })
+    .await;
+    assert_eq!(
+        variants(&master2),
+        [("source/index.m3u8".to_string(), "640x360".to_string())]
+    );
+    let s2 = stream(&node, &id2).await;
+    assert_eq!(s2["renditions"][1]["encoded"], false, "{s2}");
+
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "publisher failed: {err}");
+    wait_replay(&node, &id, Duration::from_secs(40)).await;
+    let replay = master_playlist(&get_text(&node, &replay_url).await);
+    assert_eq!(
+        variants(&replay),
+        [
+            ("source/replay.m3u8".to_string(), "640x360".to_string()),
+            ("240p/replay.m3u8".to_string(), "426x240".to_string()),
+            ("144p/replay.m3u8".to_string(), "256x144".to_string()),
+        ]
+    );
+    // Segment N covers the same time in every rendition.
+    let base = replay_url.trim_end_matches("replay.m3u8");
+    let source = media_playlist(&get_text(&node, &format!("{base}source/replay.m3u8")).await);
+    assert_complete(&source);
+    for rung in ["240p", "144p"] {
+        let url = format!("{base}{rung}/replay.m3u8");
+        let text = get_text(&node, &url).await;
+        // The clip's keyframes are 8 s apart, so the source is cut between
+        // them; the rungs got keyframes forced at those cuts.
+        assert!(
+            text.contains("#EXT-X-INDEPENDENT-SEGMENTS"),
+            "{rung}:\n{text}"
+        );
+        let replay = media_playlist(&text);
+        assert_complete(&replay);
+        assert_eq!(replay.segments.len(), source.segments.len(), "{rung}");
+        for (a, b) in source.segments.iter().zip(&replay.segments) {
+            assert!(
+                (a.duration - b.duration).abs() < 0.05,
+                "{rung} segment {}: {} s vs the source's {} s",
+                b.uri,
+                b.duration,
+                a.duration
+            );
+        }
+        let duration = ffprobe_duration(&url);
+        assert!(
+            (duration - 20.0).abs() <= 2.0,
+            "{rung} replay lasts {duration} s"
+        );
+    }
+    let (ok, err) = finished(publisher2, Duration::from_secs(60)).await;
+    assert!(ok, "second publisher failed: {err}");
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("media_node_live_transcode_failures_total{reason=\"no_capacity\"} 1"),
+        "{metrics}"
+    );
+}

@@ -13,6 +13,7 @@ use super::error::{ApiError, Problem};
 use super::extract::ValidJson;
 use crate::jobs::model::rfc3339;
 use crate::jobs::spec::FieldError;
+use crate::live::Track;
 use crate::live::pins::PinSpec;
 use crate::live::registry::{InputInfo, PinRecord, StreamRecord, StreamState};
 use crate::live::relay::StreamKeys;
@@ -60,7 +61,8 @@ pub struct StreamView {
     pub upload_lag_ms: u64,
     /// Bytes of this stream waiting in the spool.
     pub spool_bytes: u64,
-    /// Store key of the live media playlist.
+    /// Store key of the live playlist: the media playlist, or with a
+    /// transcoding profile the master playlist of the renditions.
     #[schema(example = "live/0190c4d5-…/index.m3u8")]
     pub playlist_key: String,
     /// Where players read it (with the `fs` store, or `live.playback_base_url`).
@@ -77,6 +79,32 @@ pub struct StreamView {
     pub poster_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poster_url: Option<String>,
+    /// With a transcoding profile, while this node relays the stream: the
+    /// source, then each rung.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renditions: Option<Vec<RenditionView>>,
+}
+
+/// One rendition of a stream whose profile transcodes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RenditionView {
+    /// `source` (as published) or a rung of the profile.
+    #[schema(example = "240p")]
+    pub name: String,
+    /// Encoded by this node. False for the source, and for rungs when the
+    /// node had no transcode slot free (`live.max_transcodes`): the stream is
+    /// then relayed as the source alone.
+    pub encoded: bool,
+    /// Store key of its media playlist.
+    pub playlist_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// RFC 6381 video codec of an encoded rung.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    pub segments_uploaded: u64,
 }
 
 /// A stream just created: the view plus its key and ingest URLs. The key is
@@ -136,6 +164,22 @@ fn view(state: &AppState, record: &StreamRecord) -> StreamView {
         replay_ready: record.replay_written,
         poster_url: state.config.playback_url(&poster_key),
         poster_key,
+        renditions: state.live.renditions(record.id).map(|list| {
+            list.into_iter()
+                .map(|r| RenditionView {
+                    playlist_key: format!(
+                        "{}/index.m3u8",
+                        Track::rendition(record.id, &r.name).key_prefix()
+                    ),
+                    name: r.name,
+                    encoded: r.encoded,
+                    width: r.width,
+                    height: r.height,
+                    codec: r.codec,
+                    segments_uploaded: r.segments_uploaded,
+                })
+                .collect()
+        }),
     }
 }
 

@@ -8,7 +8,9 @@ use utoipa::{Modify, OpenApi};
 use super::error::Problem;
 use super::health::{Check, Health, Readiness};
 use super::jobs::JobList;
-use super::live::{CreatedStream, NewStream, PinList, PinView, StreamList, StreamView};
+use super::live::{
+    CreatedStream, NewStream, PinList, PinView, RenditionView, StreamList, StreamView,
+};
 use super::objects::ObjectView;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
@@ -55,7 +57,7 @@ use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
         Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
         SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect,
-        NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo, PinSpec,
+        NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo, PinSpec, RenditionView,
         PinView, PinList
     )),
     modifiers(&BearerAuth),

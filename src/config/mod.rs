@@ -257,6 +257,11 @@ pub struct LiveConfig {
     pub playback_base_url: Option<String>,
     /// Publisher connections open at once (each holds a socket and buffers).
     pub max_connections: usize,
+    /// Streams whose profile transcodes that this node encodes renditions of
+    /// at once (each costs about half a core for a 720p source and the built-in
+    /// 480p and 240p rungs, measured with `benches/live.sh --profile ladder`). Further such streams are relayed as the source alone.
+    /// Default: half the CPUs, at least 1. 0: never transcode.
+    pub max_transcodes: usize,
 }
 
 impl Default for LiveConfig {
@@ -266,6 +271,8 @@ impl Default for LiveConfig {
             ingest_host: None,
             playback_base_url: None,
             max_connections: 256,
+            max_transcodes: (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2)
+                .max(1),
         }
     }
 }
@@ -729,10 +736,12 @@ mod tests {
                 ("MEDIA_NODE_S3_PATH_STYLE", "true"),
                 ("MEDIA_NODE_API_TOKEN", "aaaaaaaaaaaaaaaa,1234567890123456"),
                 ("MEDIA_NODE_CONFIG", "node.toml"),
+                ("MEDIA_NODE_LIVE_MAX_TRANSCODES", "7"),
             ] {
                 jail.set_env(k, v);
             }
             let c = Config::load(Some(Path::new("node.toml"))).unwrap();
+            assert_eq!(c.live.max_transcodes, 7);
             assert_eq!(c.listen.to_string(), "127.0.0.1:0");
             assert_eq!(c.jobs.workers, 3);
             assert_eq!(c.store, StoreKind::S3);

@@ -121,6 +121,19 @@ impl AvcConfig {
         })
     }
 
+    /// The configuration an SPS NAL unit (without start code) implies, for
+    /// Annex B streams that carry no `avcC`.
+    pub fn from_sps(nal: &[u8]) -> Option<Self> {
+        (nal.len() >= 4).then(|| Self {
+            profile: nal[1],
+            compatibility: nal[2],
+            level: nal[3],
+            nal_length_size: 4,
+            sps: vec![nal.to_vec()],
+            pps: Vec::new(),
+        })
+    }
+
     /// RFC 6381 codec string for playlists and the API, e.g. `avc1.64001f`.
     pub fn codec_string(&self) -> String {
         format!(

@@ -33,6 +33,11 @@ pub struct LiveMetrics {
     pub posters: Counter,
     pub publishes: Family<ProtocolLabels, Counter>,
     pub refused: Family<ReasonLabels, Counter>,
+    /// Streams this node encodes renditions of now.
+    pub transcodes: Gauge,
+    /// Transcodes stopped or never started, by reason (no_capacity, overloaded,
+    /// pipeline).
+    pub transcode_failures: Family<ReasonLabels, Counter>,
 }
 
 impl LiveMetrics {
@@ -52,6 +57,8 @@ impl LiveMetrics {
             posters: Counter::default(),
             publishes: Family::default(),
             refused: Family::default(),
+            transcodes: Gauge::default(),
+            transcode_failures: Family::default(),
         };
         metrics.with_registry(|r| {
             r.register(
@@ -100,6 +107,16 @@ impl LiveMetrics {
                 "Publishers refused, by reason (unknown_key, already_live, unavailable)",
                 live.refused.clone(),
             );
+            r.register(
+                "live_transcodes",
+                "Live streams this node encodes renditions of",
+                live.transcodes.clone(),
+            );
+            r.register(
+                "live_transcode_failures",
+                "Live renditions not encoded, by reason (no_capacity, overloaded, pipeline)",
+                live.transcode_failures.clone(),
+            );
         });
         live
     }
@@ -114,6 +131,14 @@ impl LiveMetrics {
 
     pub fn refused(&self, reason: &str) {
         self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn transcode_failed(&self, reason: &str) {
+        self.transcode_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })

@@ -1,6 +1,8 @@
 //! Live streams: creators publish over RTMP or SRT, the node cuts HLS segments without
 //! re-encoding, spools each closed segment to local disk, uploads it to the
 //! object store, and publishes playlists that only ever list stored segments.
+//! A profile may add a small ladder encoded on the node ([`ladder`]), cut where
+//! the source is cut; each rendition is then a [`Track`] with its own relay.
 //!
 //! ```text
 //! rtmp ──FLV tags──▶ flv ─────┐
@@ -18,6 +20,7 @@
 //! | [`flv`]       | FLV tag bodies → H.264 Annex B and ADTS AAC access units           |
 //! | [`segmenter`] | cutting on keyframes at the profile's target duration              |
 //! | [`ts`]        | the MPEG-TS muxer                                                  |
+//! | [`ladder`]    | the optional small ladder encoded from a stream (GStreamer)         |
 //! | [`spool`]     | closed segments on local disk until stored                         |
 //! | [`relay`]     | the per-stream uploader task and its playlists                     |
 //! | [`pins`]      | products pinned on a stream, as `EXT-X-DATERANGE` attributes       |
@@ -36,6 +39,7 @@
 pub mod flv;
 pub mod ingest;
 pub mod key;
+pub mod ladder;
 pub mod metrics;
 pub mod pins;
 pub mod playlist;
@@ -50,3 +54,42 @@ pub mod srt;
 pub mod throttle;
 pub mod ts;
 pub mod tsdemux;
+
+use uuid::Uuid;
+
+/// One rendition of a stream: the spool, the registry's segment rows and each
+/// relay are kept per track. A relay-only stream has one track with an empty
+/// rendition name (its objects sit right below `live/{id}/`); a stream whose
+/// profile transcodes has `source` and one track per rung (below
+/// `live/{id}/{rendition}/`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Track {
+    pub stream: Uuid,
+    pub rendition: String,
+}
+
+impl Track {
+    /// The only track of a stream that is relayed as published.
+    pub fn relayed(stream: Uuid) -> Track {
+        Track {
+            stream,
+            rendition: String::new(),
+        }
+    }
+
+    pub fn rendition(stream: Uuid, rendition: &str) -> Track {
+        Track {
+            stream,
+            rendition: rendition.to_string(),
+        }
+    }
+
+    /// Store key prefix of its playlists and segments.
+    pub fn key_prefix(&self) -> String {
+        if self.rendition.is_empty() {
+            format!("live/{}", self.stream)
+        } else {
+            format!("live/{}/{}", self.stream, self.rendition)
+        }
+    }
+}

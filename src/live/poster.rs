@@ -143,14 +143,20 @@ pub fn make_poster(keyframe: &[u8], width: u32) -> Result<Vec<u8>, String> {
     )
 }
 
+/// Caps of the access units ingest produces (H.264 Annex B, one access unit
+/// per buffer), for the GStreamer pipelines that decode them.
+pub(super) fn annex_b_caps() -> gst::Caps {
+    gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build()
+}
+
 /// One access unit through `h264parse ! avdec_h264` (single-threaded: posters
 /// must not compete with ingest for cores) to I420.
 fn decode_keyframe(keyframe: &[u8]) -> Result<Frame, String> {
     crate::media::init().map_err(|e| e.to_string())?;
-    let caps = gst::Caps::builder("video/x-h264")
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
+    let caps = annex_b_caps();
     let src = gst_app::AppSrc::builder()
         .caps(&caps)
         .format(gst::Format::Time)

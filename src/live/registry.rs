@@ -11,10 +11,12 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::Track;
 use super::key::KeyDigest;
 use crate::jobs::model::now_ms;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE live_streams (
     id                TEXT PRIMARY KEY,
     name              TEXT NOT NULL,
@@ -55,7 +57,28 @@ CREATE TABLE live_pins (
     end_ms     BIGINT,
     PRIMARY KEY (stream_id, id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE live_segments_by_rendition (
+    stream_id     TEXT NOT NULL REFERENCES live_streams (id),
+    rendition     TEXT NOT NULL DEFAULT '',
+    sequence      INTEGER NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    started_at    BIGINT NOT NULL,
+    discontinuity INTEGER NOT NULL,
+    independent   INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    stored        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream_id, rendition, sequence)
+);
+INSERT INTO live_segments_by_rendition
+    (stream_id, rendition, sequence, duration_us, started_at, discontinuity, independent, bytes, stored)
+    SELECT stream_id, '', sequence, duration_us, started_at, discontinuity, independent, bytes, stored
+    FROM live_segments;
+DROP TABLE live_segments;
+ALTER TABLE live_segments_by_rendition RENAME TO live_segments;
+"#,
+];
 
 const STREAM_COLUMNS: &str = "id, name, profile, key_digest, state, created_at, started_at, \
     ended_at, end_reason, input, segments_uploaded, segments_dropped, upload_lag_ms, \
@@ -336,26 +359,29 @@ impl Registry {
 
     /// Records a spooled segment (or updates it: the same sequence written
     /// again keeps the latest flags).
-    pub async fn add_segment(&self, id: Uuid, segment: &SegmentRecord) -> RegistryResult<()> {
-        upsert_segment(id, segment).execute(&self.pool).await?;
+    pub async fn add_segment(&self, track: &Track, segment: &SegmentRecord) -> RegistryResult<()> {
+        upsert_segment(track, segment).execute(&self.pool).await?;
         Ok(())
     }
 
     /// Records that a segment is in the store (inserting its row if the one
-    /// written at spool time was lost), with the stream's new counters.
+    /// written at spool time was lost), with the stream's new counters when
+    /// given (the track the API reports on).
     pub async fn segment_stored(
         &self,
-        id: Uuid,
+        track: &Track,
         segment: &SegmentRecord,
-        stats: UploadStats,
+        stats: Option<UploadStats>,
     ) -> RegistryResult<()> {
         let stored = SegmentRecord {
             stored: true,
             ..segment.clone()
         };
         let mut tx: Transaction<'_, Sqlite> = self.pool.begin().await?;
-        upsert_segment(id, &stored).execute(&mut *tx).await?;
-        update_stats(&mut tx, id, stats).await?;
+        upsert_segment(track, &stored).execute(&mut *tx).await?;
+        if let Some(stats) = stats {
+            update_stats(&mut tx, track.stream, stats).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -367,13 +393,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Every segment of the stream, in sequence order.
-    pub async fn segments(&self, id: Uuid) -> RegistryResult<Vec<SegmentRecord>> {
+    /// Every segment of a track, in sequence order.
+    pub async fn segments(&self, track: &Track) -> RegistryResult<Vec<SegmentRecord>> {
         let rows = sqlx::query(
             "SELECT sequence, duration_us, started_at, discontinuity, independent, bytes, stored \
-             FROM live_segments WHERE stream_id = ? ORDER BY sequence",
+             FROM live_segments WHERE stream_id = ? AND rendition = ? ORDER BY sequence",
         )
-        .bind(id.to_string())
+        .bind(track.stream.to_string())
+        .bind(&track.rendition)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -470,15 +497,16 @@ impl Registry {
 }
 
 fn upsert_segment(
-    id: Uuid,
+    track: &Track,
     segment: &SegmentRecord,
 ) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments<'static>> {
     sqlx::query(
-        "INSERT INTO live_segments (stream_id, sequence, duration_us, started_at, discontinuity, independent, bytes, stored) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, sequence) DO UPDATE SET \
+        "INSERT INTO live_segments (stream_id, rendition, sequence, duration_us, started_at, discontinuity, independent, bytes, stored) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, rendition, sequence) DO UPDATE SET \
          discontinuity = excluded.discontinuity, stored = excluded.stored",
     )
-    .bind(id.to_string())
+    .bind(track.stream.to_string())
+    .bind(track.rendition.clone())
     .bind(segment.sequence as i64)
     .bind(segment.duration_us as i64)
     .bind(segment.started_at)
@@ -590,6 +618,7 @@ mod tests {
     async fn segments_and_pins_are_kept_in_order() {
         let (_dir, reg) = registry().await;
         let id = Uuid::now_v7();
+        let track = Track::relayed(id);
         reg.create(id, "s", "default", key::generate().digest)
             .await
             .unwrap();
@@ -603,16 +632,23 @@ mod tests {
                 bytes: 100,
                 stored: false,
             };
-            reg.add_segment(id, &seg).await.unwrap();
-            reg.add_segment(id, &seg).await.unwrap();
+            reg.add_segment(&track, &seg).await.unwrap();
+            reg.add_segment(&track, &seg).await.unwrap();
         }
         let stats = UploadStats {
             segments_uploaded: 1,
             ..Default::default()
         };
-        let first = reg.segments(id).await.unwrap().remove(0);
-        reg.segment_stored(id, &first, stats).await.unwrap();
-        let segs = reg.segments(id).await.unwrap();
+        let first = reg.segments(&track).await.unwrap().remove(0);
+        // A rendition's rows are its own, and do not count for the stream.
+        let rung = Track::rendition(id, "240p");
+        reg.segment_stored(&rung, &first, None).await.unwrap();
+        assert_eq!(reg.segments(&rung).await.unwrap().len(), 1);
+        assert_eq!(reg.get(id).await.unwrap().unwrap().segments_uploaded, 0);
+        reg.segment_stored(&track, &first, Some(stats))
+            .await
+            .unwrap();
+        let segs = reg.segments(&track).await.unwrap();
         assert_eq!(
             segs.iter()
                 .map(|s| (s.sequence, s.stored))

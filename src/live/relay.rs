@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
+use super::Track;
 use super::metrics::LiveMetrics;
 use super::playlist::{self, LiveSegment, Pin};
 use super::registry::{PinRecord, Registry, SegmentRecord, UploadStats};
@@ -46,9 +47,8 @@ pub const REPLAY_CACHE: &str = "public, max-age=300";
 pub struct StreamKeys;
 
 impl StreamKeys {
-    pub fn prefix(stream: Uuid) -> String {
-        format!("live/{stream}")
-    }
+    /// The live playlist: the media playlist of a relayed stream, or the
+    /// master playlist of one whose profile transcodes.
     pub fn playlist(stream: Uuid) -> String {
         format!("live/{stream}/index.m3u8")
     }
@@ -99,13 +99,20 @@ pub struct Relay {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What a relay starts from: the stream's segments so far (after a reconnect or
+/// What a relay starts from: the track's segments so far (after a reconnect or
 /// a restart).
 pub struct RelayStart {
-    pub stream: Uuid,
+    pub track: Track,
     pub window: usize,
     pub target_s: u64,
     pub existing: Vec<SegmentRecord>,
+    /// This track's counters are the stream's (what the API reports): the
+    /// published stream's track.
+    pub reports: bool,
+    /// Writing this track's replay completes the stream's replay (a relayed
+    /// stream). With renditions, the service writes the master replay after
+    /// every track's and records it.
+    pub completes_replay: bool,
 }
 
 impl Relay {
@@ -115,13 +122,17 @@ impl Relay {
         let stats = Arc::new(Mutex::new(UploadStats::default()));
         let spooler = Spooler {
             deps: deps.clone(),
-            stream: start.stream,
+            track: start.track.clone(),
             next_sequence: start.existing.last().map(|s| s.sequence + 1).unwrap_or(0),
             gap: false,
             stats: stats.clone(),
         };
         let mut worker = Worker::new(deps, start, stats.clone());
-        let span = info_span!("live_relay", stream_id = %worker.stream);
+        let span = info_span!(
+            "live_relay",
+            stream_id = %worker.track.stream,
+            rendition = %worker.track.rendition
+        );
         // Spooling never waits for the store: a segment is on disk (and
         // survives a crash) as soon as it closes, however long an upload
         // hangs.
@@ -173,7 +184,7 @@ impl Relay {
 /// uploader.
 struct Spooler {
     deps: Arc<RelayDeps>,
-    stream: Uuid,
+    track: Track,
     next_sequence: u64,
     /// A segment was dropped; the next one starts after a discontinuity.
     gap: bool,
@@ -202,7 +213,7 @@ impl Spooler {
         match self
             .deps
             .spool
-            .write(self.stream, sequence, media.data)
+            .write(&self.track, sequence, media.data)
             .await
         {
             Ok(()) => {}
@@ -233,7 +244,7 @@ impl Spooler {
         // The row makes the spooled file recoverable after a restart; if the
         // database hiccups the upload still goes on, and the row is written
         // again (idempotently) when the segment is stored.
-        if let Err(e) = self.deps.registry.add_segment(self.stream, &record).await {
+        if let Err(e) = self.deps.registry.add_segment(&self.track, &record).await {
             warn!(error = %e, sequence, "cannot record the spooled segment yet");
         }
         self.next_sequence += 1;
@@ -253,7 +264,9 @@ struct Pending {
 
 struct Worker {
     deps: Arc<RelayDeps>,
-    stream: Uuid,
+    track: Track,
+    reports: bool,
+    completes_replay: bool,
     window: usize,
     target_s: u64,
     /// Spooled, not yet stored, in order.
@@ -273,7 +286,9 @@ impl Worker {
     fn new(deps: Arc<RelayDeps>, start: RelayStart, stats: Arc<Mutex<UploadStats>>) -> Worker {
         let mut worker = Worker {
             deps,
-            stream: start.stream,
+            track: start.track,
+            reports: start.reports,
+            completes_replay: start.completes_replay,
             window: start.window,
             target_s: start.target_s,
             pending: VecDeque::new(),
@@ -315,7 +330,7 @@ impl Worker {
     /// left are in `pending` already; any whose file is gone is skipped when
     /// its turn comes.
     async fn recover(&mut self) {
-        if let Ok(pins) = self.deps.registry.pins(self.stream).await {
+        if let Ok(pins) = self.deps.registry.pins(self.track.stream).await {
             self.pins = pins.iter().map(pin_of).collect();
         }
         self.publish_stats();
@@ -372,7 +387,7 @@ impl Worker {
                 }
             }
         }
-        self.deps.spool.close_stream(self.stream).await;
+        self.deps.spool.close_track(&self.track).await;
         info!("relay done");
     }
 
@@ -386,7 +401,7 @@ impl Worker {
             // The spooler takes these; never sent here.
             Msg::Segment(..) => {}
             Msg::PinsChanged => {
-                match self.deps.registry.pins(self.stream).await {
+                match self.deps.registry.pins(self.track.stream).await {
                     Ok(pins) => self.pins = pins.iter().map(pin_of).collect(),
                     Err(e) => warn!(error = %e, "cannot read pins"),
                 }
@@ -406,7 +421,7 @@ impl Worker {
         };
         let record = head.record.clone();
         let closed_at = head.closed_at;
-        if !self.deps.spool.has(self.stream, record.sequence).await {
+        if !self.deps.spool.has(&self.track, record.sequence).await {
             // Removed behind our back (disk trouble, an operator): it cannot be
             // stored, and retrying would block the stream for good. The
             // playlists skip it with a discontinuity.
@@ -425,7 +440,7 @@ impl Worker {
             return Ok(false);
         }
         let key = self.key(&StreamKeys::segment_name(record.sequence))?;
-        let path = self.deps.spool.path(self.stream, record.sequence);
+        let path = self.deps.spool.path(&self.track, record.sequence);
         let started = Instant::now();
         self.deps
             .store
@@ -441,7 +456,7 @@ impl Worker {
             .observe(closed_at.elapsed().as_secs_f64());
         self.deps.metrics.segments_uploaded.inc();
         self.pending.pop_front();
-        self.deps.spool.remove(self.stream, record.sequence).await;
+        self.deps.spool.remove(&self.track, record.sequence).await;
         self.deps
             .metrics
             .spool_bytes
@@ -450,11 +465,11 @@ impl Worker {
         self.playlist_dirty = true;
         self.stats_mut().segments_uploaded += 1;
         self.publish_stats();
-        let stats = self.stats();
+        let stats = self.reports.then(|| self.stats());
         let recorded = self
             .deps
             .registry
-            .segment_stored(self.stream, &record, stats)
+            .segment_stored(&self.track, &record, stats)
             .await;
         if let Err(e) = recorded {
             // The object is stored; the row catches up with the next segment.
@@ -487,7 +502,7 @@ impl Worker {
 
     /// Everything is stored and the stream is over: the replay, then done.
     async fn finish(&mut self) -> Result<bool, StoreError> {
-        if let Ok(pins) = self.deps.registry.pins(self.stream).await {
+        if let Ok(pins) = self.deps.registry.pins(self.track.stream).await {
             self.pins = pins.iter().map(pin_of).collect();
         }
         if !self.stored.is_empty() {
@@ -503,7 +518,13 @@ impl Worker {
                 )
                 .await?;
         }
-        if let Err(e) = self.deps.registry.set_replay_written(self.stream).await {
+        if self.completes_replay
+            && let Err(e) = self
+                .deps
+                .registry
+                .set_replay_written(self.track.stream)
+                .await
+        {
             warn!(error = %e, "cannot record the replay; it is written again at the next start");
         }
         self.write_stats().await;
@@ -514,7 +535,7 @@ impl Worker {
     fn key(&self, name: &str) -> Result<ObjectKey, StoreError> {
         Ok(ObjectKey::parse(format!(
             "{}/{name}",
-            StreamKeys::prefix(self.stream)
+            self.track.key_prefix()
         ))?)
     }
 
@@ -541,8 +562,11 @@ impl Worker {
 
     async fn write_stats(&mut self) {
         self.publish_stats();
+        if !self.reports {
+            return;
+        }
         let stats = self.stats();
-        if let Err(e) = self.deps.registry.set_stats(self.stream, stats).await {
+        if let Err(e) = self.deps.registry.set_stats(self.track.stream, stats).await {
             debug!(error = %e, "cannot write stream counters");
         }
         self.stats_written = Instant::now();

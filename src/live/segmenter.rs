@@ -193,6 +193,20 @@ impl Segmenter {
     /// Adds a video frame. Returns the segment this keyframe closed, if any.
     /// Frames before the session's first keyframe are dropped.
     pub fn push_video(&mut self, frame: VideoFrame) -> Option<ClosedSegment> {
+        self.push(frame, None)
+    }
+
+    /// Adds a video frame of a rendition that follows another's cuts (a live
+    /// ladder rung): a segment is cut before this frame exactly when `cut`
+    /// says so (the source cut there, and the encoder was made to put a
+    /// keyframe there), or when the open one reaches `max_ticks`; never on
+    /// keyframes alone. A cut at a frame that is not a keyframe makes a
+    /// segment that is not independent, as at `max_ticks`.
+    pub fn push_video_following(&mut self, frame: VideoFrame, cut: bool) -> Option<ClosedSegment> {
+        self.push(frame, Some(cut))
+    }
+
+    fn push(&mut self, frame: VideoFrame, follow: Option<bool>) -> Option<ClosedSegment> {
         let offset = match self.offset {
             Some(offset) => offset,
             None if frame.keyframe => *self.offset.insert(self.end - frame.dts),
@@ -214,10 +228,23 @@ impl Segmenter {
         let pts = (frame.pts - frame.dts).max(0) + dts;
 
         let mut closed = None;
+        let (target, max, keyframe) = (
+            self.config.target_ticks,
+            self.config.max_ticks,
+            frame.keyframe,
+        );
+        let due = |open: &OpenSegment, limit: u64| (dts - open.start_dts).unsigned_abs() >= limit;
+        let cut_here = |open: &OpenSegment| {
+            let over_max = max.is_some_and(|max| due(open, max));
+            match follow {
+                Some(cut) => cut || over_max,
+                None if keyframe => due(open, target),
+                None => over_max,
+            }
+        };
         if frame.keyframe {
             if let Some(open) = &self.open
-                && (self.pending_discontinuity
-                    || (dts - open.start_dts).unsigned_abs() >= self.config.target_ticks)
+                && (self.pending_discontinuity || cut_here(open))
             {
                 closed = self.close(dts);
             }
@@ -225,12 +252,7 @@ impl Segmenter {
                 self.open_segment(dts, true);
             }
         } else if let Some(open) = &self.open {
-            if !self.pending_discontinuity
-                && self
-                    .config
-                    .max_ticks
-                    .is_some_and(|max| (dts - open.start_dts).unsigned_abs() >= max)
-            {
+            if !self.pending_discontinuity && cut_here(open) {
                 closed = self.close(dts);
                 self.open_segment(dts, false);
             }
@@ -406,6 +428,27 @@ mod tests {
             assert!(pids.contains(&0x101));
         }
         assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn a_following_rendition_cuts_only_where_told() {
+        let mut config = SegmenterConfig::new(u64::MAX / 4);
+        config.max_ticks = Some(6 * SECOND as u64);
+        let mut s = Segmenter::new(config);
+        // Keyframes every second, but cuts asked at 2 s, 4.5 s (not a
+        // keyframe) and nowhere after: the 6 s guard cuts at 10.5 s (not one either).
+        let mut segs = Vec::new();
+        for i in 0..360 {
+            let dts = i * FRAME;
+            let cut = [60, 135].contains(&i);
+            segs.extend(s.push_video_following(video(dts, i % 30 == 0), cut));
+        }
+        segs.extend(s.finish());
+        let shape: Vec<_> = segs
+            .iter()
+            .map(|s| (s.duration_ticks as i64 / FRAME, s.independent))
+            .collect();
+        assert_eq!(shape, [(60, true), (75, true), (180, false), (45, false)]);
     }
 
     #[test]

@@ -24,14 +24,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::Track;
 use super::key::{self, KeyDigest};
+use super::ladder::{Ladder, LadderError, LadderStart, Session};
 use super::metrics::LiveMetrics;
 use super::pins::{MAX_OPEN_PINS, PinSpec};
 use super::poster::{PosterDeps, PosterTap};
 use super::registry::{InputInfo, PinRecord, Registry, RegistryError, StreamRecord, StreamState};
-use super::relay::{ClosedMedia, Relay, RelayDeps, RelayStart};
+use super::relay::{
+    ClosedMedia, LIVE_PLAYLIST_CACHE, REPLAY_CACHE, Relay, RelayDeps, RelayStart, StreamKeys,
+};
 use super::segmenter::{AudioFrame, ClosedSegment, Segmenter, SegmenterConfig, VideoFrame};
 use super::spool::Spool;
+use crate::presets::live::SOURCE_RENDITION;
 use crate::presets::{LiveProfile, Presets};
 
 /// Why a publisher is refused.
@@ -75,7 +80,11 @@ pub enum LiveError {
 struct Active {
     id: Uuid,
     profile: LiveProfile,
+    /// The published stream's relay (track `source` when the profile
+    /// transcodes).
     relay: Relay,
+    /// The renditions, when the profile transcodes.
+    ladder: Option<Arc<Ladder>>,
     media: Mutex<MediaState>,
     /// The connection that owns the stream now (0: none).
     publisher: AtomicU64,
@@ -103,6 +112,8 @@ pub struct LiveService {
     node_id: String,
     active: Mutex<HashMap<Uuid, Arc<Active>>>,
     next_connection: AtomicU64,
+    /// Streams this node may encode renditions of at once.
+    transcode_slots: Arc<tokio::sync::Semaphore>,
     me: Weak<LiveService>,
 }
 
@@ -113,6 +124,8 @@ pub struct LiveDeps {
     pub metrics: LiveMetrics,
     pub spool: Arc<Spool>,
     pub node_id: String,
+    /// `live.max_transcodes`.
+    pub max_transcodes: usize,
 }
 
 impl LiveService {
@@ -135,6 +148,7 @@ impl LiveService {
             node_id: deps.node_id,
             active: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
+            transcode_slots: Arc::new(tokio::sync::Semaphore::new(deps.max_transcodes)),
             me: me.clone(),
         })
     }
@@ -277,7 +291,37 @@ impl LiveService {
     fn pins_changed(&self, id: Uuid) {
         if let Some(active) = self.active_map().get(&id) {
             active.relay.pins_changed();
+            if let Some(ladder) = &active.ladder {
+                ladder.pins_changed();
+            }
         }
+    }
+
+    /// The renditions of a stream this node relays with a transcoding
+    /// profile: the source, then each rung.
+    pub fn renditions(&self, id: Uuid) -> Option<Vec<Rendition>> {
+        let active = self.active_map().get(&id).cloned()?;
+        let ladder = active.ladder.as_ref()?;
+        let mut out = vec![Rendition {
+            name: SOURCE_RENDITION.to_string(),
+            encoded: false,
+            width: None,
+            height: None,
+            codec: None,
+            segments_uploaded: active.relay.stats().segments_uploaded,
+        }];
+        for rung in &ladder.rungs {
+            let info = rung.info();
+            out.push(Rendition {
+                name: rung.name.clone(),
+                encoded: ladder.encodes(),
+                width: (info.width > 0).then_some(info.width),
+                height: (info.height > 0).then_some(info.height),
+                codec: info.codec,
+                segments_uploaded: rung.relay.stats().segments_uploaded,
+            });
+        }
+        Some(out)
     }
 
     /// Stops the stream's publisher (if any) and lets the relay finish.
@@ -299,15 +343,23 @@ impl LiveService {
             self.hand_over(active, segment);
         }
         active.relay.end();
+        if let Some(ladder) = &active.ladder {
+            ladder.end();
+        }
         let me = self.me.clone();
         let active = active.clone();
         tokio::spawn(async move {
             // The relay may have to wait for the store for a long time; the
             // stream leaves the map once its replay is written.
             active.relay.join(std::time::Duration::MAX).await;
-            if let Some(service) = me.upgrade() {
-                service.active_map().remove(&active.id);
+            if let Some(ladder) = &active.ladder {
+                ladder.join(std::time::Duration::MAX).await;
             }
+            let Some(service) = me.upgrade() else { return };
+            if active.ladder.is_some() {
+                service.write_replay_master(&active).await;
+            }
+            service.active_map().remove(&active.id);
         });
     }
 
@@ -384,6 +436,8 @@ impl LiveService {
             starting: Some(StartBuffer::default()),
             metadata: InputInfo::default(),
             closed: false,
+            session: None,
+            ladder_off: false,
         })
     }
 
@@ -406,8 +460,17 @@ impl LiveService {
             .or_else(|| self.presets.live_profile("default"))
             .cloned()
             .ok_or_else(|| LiveError::UnknownProfile(record.profile.clone()))?;
-        let existing = self.registry.segments(record.id).await?;
+        let source = match profile.transcode {
+            Some(_) => Track::rendition(record.id, SOURCE_RENDITION),
+            None => Track::relayed(record.id),
+        };
+        let existing = self.registry.segments(&source).await?;
         let resumed = !existing.is_empty();
+        let mut rung_segments = Vec::new();
+        for rung in profile.transcode.iter().flat_map(|t| &t.rungs) {
+            let track = Track::rendition(record.id, &rung.name);
+            rung_segments.push((self.registry.segments(&track).await?, track));
+        }
         // From here on nothing awaits: checking the map and starting the relay
         // happen under its lock, so two publishers racing in here never start
         // two relays for one stream.
@@ -415,23 +478,60 @@ impl LiveService {
         if let Some(active) = map.get(&record.id) {
             return Ok(active.clone());
         }
-        let relay = Relay::start(
-            self.relay_deps.clone(),
-            RelayStart {
-                stream: record.id,
-                window: profile.window,
-                target_s: profile.target_s(),
-                existing,
-            },
-        );
+        let start = |track: Track, existing: Vec<_>, reports: bool| {
+            Relay::start(
+                self.relay_deps.clone(),
+                RelayStart {
+                    track,
+                    window: profile.window,
+                    target_s: profile.target_s(),
+                    existing,
+                    reports,
+                    completes_replay: profile.transcode.is_none(),
+                },
+            )
+        };
+        let relay = start(source, existing, true);
         let mut config = SegmenterConfig::new(profile.segment_ticks());
         config.max_ticks = profile.max_segment_ticks();
-        let mut segmenter = Segmenter::new(config);
+        let mut segmenter = Segmenter::new(config.clone());
         if resumed {
             segmenter.resume();
         }
-        let active = Arc::new(Active {
+        let ladder = profile.transcode.clone().map(|spec| {
+            let relays = rung_segments
+                .into_iter()
+                .map(|(existing, track)| start(track, existing, false))
+                .collect();
+            let permit = if ending {
+                None
+            } else {
+                self.transcode_slots.clone().try_acquire_owned().ok()
+            };
+            if permit.is_none() && !ending {
+                self.metrics.transcode_failed("no_capacity");
+                info!(stream_id = %record.id, "no transcode slot free; relaying the source only");
+            }
+            (spec, relays, permit)
+        });
+        let active = Arc::new_cyclic(|me: &Weak<Active>| Active {
             id: record.id,
+            ladder: ladder.map(|(spec, relays, permit)| {
+                let me = me.clone();
+                Ladder::new(LadderStart {
+                    stream: record.id,
+                    spec,
+                    relays,
+                    resumed,
+                    segmenter: config.clone(),
+                    clock: Arc::new(move |segment| match me.upgrade() {
+                        Some(active) => active.wall_clock(segment),
+                        None => Utc::now(),
+                    }),
+                    metrics: self.metrics.clone(),
+                    permit,
+                })
+            }),
             profile,
             relay,
             media: Mutex::new(MediaState {
@@ -446,6 +546,9 @@ impl LiveService {
         });
         map.insert(record.id, active.clone());
         drop(map);
+        if active.ladder.is_some() && !ending {
+            self.spawn_live_master(&active);
+        }
         if ending {
             self.wind_down(&active);
         }
@@ -521,17 +624,7 @@ impl LiveService {
 
     fn hand_over(&self, active: &Active, segment: ClosedSegment) {
         let duration_us = segment.duration_ticks * 100 / 9;
-        let started_at = {
-            let mut media = active.media.lock().unwrap_or_else(|p| p.into_inner());
-            let (wall, dts) = *media.anchor.get_or_insert_with(|| {
-                let now = Utc::now();
-                (
-                    now - chrono::Duration::microseconds(duration_us as i64),
-                    segment.start_dts,
-                )
-            });
-            wall + chrono::Duration::microseconds((segment.start_dts - dts) * 100 / 9)
-        };
+        let started_at = active.wall_clock(&segment);
         active.relay.segment(ClosedMedia {
             data: segment.data,
             duration_us,
@@ -551,11 +644,227 @@ impl LiveService {
         }
         let deadline = tokio::time::Instant::now() + grace;
         for a in &active {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
             if a.ended.load(Ordering::Acquire) {
-                a.relay.join(left).await;
+                a.relay.join(left()).await;
+                if let Some(ladder) = &a.ladder {
+                    ladder.join(left()).await;
+                }
             }
         }
+    }
+
+    /// Writes the live master playlist of a transcoding stream once its
+    /// renditions have stored segments (and again when one more has), so it
+    /// never lists a variant whose playlist is missing.
+    fn spawn_live_master(&self, active: &Arc<Active>) {
+        let me = self.me.clone();
+        let active = Arc::downgrade(active);
+        tokio::spawn(async move {
+            let mut written = 0;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let (Some(service), Some(active)) = (me.upgrade(), active.upgrade()) else {
+                    return;
+                };
+                if active.ended.load(Ordering::Acquire) {
+                    return;
+                }
+                let ready = service
+                    .variants(&active, "index.m3u8", |r| r.stats().segments_uploaded > 0)
+                    .await;
+                let all = 1 + active
+                    .ladder
+                    .as_ref()
+                    .map_or(0, |l| if l.encodes() { l.rungs.len() } else { 0 });
+                if ready.len() > written
+                    && ready.iter().any(|v| v.uri.starts_with(SOURCE_RENDITION))
+                {
+                    if let Err(e) = service
+                        .put_master(
+                            &active,
+                            StreamKeys::playlist(active.id),
+                            &ready,
+                            LIVE_PLAYLIST_CACHE,
+                        )
+                        .await
+                    {
+                        warn!(stream_id = %active.id, error = %e, "cannot store the master playlist; retrying");
+                        continue;
+                    }
+                    written = ready.len();
+                }
+                if written >= all {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// After every track's replay: the master replay, then the stream's
+    /// replay is recorded as written.
+    async fn write_replay_master(&self, active: &Active) {
+        let mut stored = Vec::new();
+        let mut tracks = vec![SOURCE_RENDITION.to_string()];
+        if let Some(ladder) = &active.ladder {
+            tracks.extend(ladder.rungs.iter().map(|r| r.name.clone()));
+        }
+        for name in tracks {
+            let track = Track::rendition(active.id, &name);
+            let any = self
+                .registry
+                .segments(&track)
+                .await
+                .map(|s| s.iter().any(|s| s.stored))
+                .unwrap_or(false);
+            if any {
+                stored.push(name);
+            }
+        }
+        let variants = self
+            .variants(active, "replay.m3u8", |_| true)
+            .await
+            .into_iter()
+            .filter(|v| {
+                stored
+                    .iter()
+                    .any(|name| v.uri.starts_with(&format!("{name}/")))
+            })
+            .collect::<Vec<_>>();
+        let mut backoff = std::time::Duration::from_millis(250);
+        if !variants.is_empty() {
+            while let Err(e) = self
+                .put_master(
+                    active,
+                    StreamKeys::replay(active.id),
+                    &variants,
+                    REPLAY_CACHE,
+                )
+                .await
+            {
+                warn!(stream_id = %active.id, error = %e, "cannot store the master replay; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+        if let Err(e) = self.registry.set_replay_written(active.id).await {
+            warn!(stream_id = %active.id, error = %e, "cannot record the replay; it is written again at the next start");
+        }
+        info!(stream_id = %active.id, variants = variants.len(), "master replay written");
+    }
+
+    /// The variants of a transcoding stream whose relay passes `ready`, with
+    /// `playlist` as each one's media playlist name.
+    async fn variants(
+        &self,
+        active: &Active,
+        playlist: &str,
+        ready: fn(&Relay) -> bool,
+    ) -> Vec<crate::media::hls::Variant> {
+        let input = self
+            .registry
+            .get(active.id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.input)
+            .unwrap_or_default();
+        let audio = input.audio_codec.clone();
+        let codecs = |video: Option<String>| {
+            [video, audio.clone()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let frame_rate = input.frame_rate.unwrap_or(30.0);
+        let mut out = Vec::new();
+        if ready(&active.relay) {
+            let bps = u64::from(input.bitrate_kbps.unwrap_or(3000)) * 1000;
+            out.push(crate::media::hls::Variant {
+                uri: format!("{SOURCE_RENDITION}/{playlist}"),
+                bandwidth: bps * 5 / 4,
+                average_bandwidth: bps,
+                codecs: codecs(input.video_codec.clone()),
+                width: input.width.unwrap_or(0),
+                height: input.height.unwrap_or(0),
+                frame_rate,
+            });
+        }
+        for rung in active.ladder.iter().flat_map(|l| &l.rungs) {
+            if !ready(&rung.relay) {
+                continue;
+            }
+            let info = rung.info();
+            // The rung's video plus the publisher's audio (not measured:
+            // 128 kbit/s is what encoders send by default).
+            let bps = (u64::from(rung.video_kbps) + 128) * 1000;
+            out.push(crate::media::hls::Variant {
+                uri: format!("{}/{playlist}", rung.name),
+                bandwidth: bps * 5 / 4,
+                average_bandwidth: bps,
+                codecs: codecs(info.codec),
+                width: info.width,
+                height: info.height,
+                frame_rate,
+            });
+        }
+        out
+    }
+
+    async fn put_master(
+        &self,
+        active: &Active,
+        key: String,
+        variants: &[crate::media::hls::Variant],
+        cache: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        // Segments cut between the publisher's keyframes do not start with one.
+        let independent = active.profile.max_segment_s == 0.0;
+        let text = crate::media::hls::master(variants, independent);
+        let key = crate::store::ObjectKey::parse(key)?;
+        self.relay_deps
+            .store
+            .put_bytes(
+                &key,
+                bytes::Bytes::from(text),
+                &crate::store::PutOptions {
+                    content_type: Some("application/vnd.apple.mpegurl".into()),
+                    cache_control: Some(cache.into()),
+                    visibility: crate::store::Visibility::Public,
+                },
+            )
+            .await
+    }
+}
+
+/// A rendition of a transcoding stream, as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    pub name: String,
+    /// Encoded on this node (false for the source, and for rungs when no
+    /// transcode slot was free).
+    pub encoded: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub codec: Option<String>,
+    pub segments_uploaded: u64,
+}
+
+impl Active {
+    /// Wall clock of a segment's first frame: segment start times follow the
+    /// media clock from the first segment since the publisher (re)connected.
+    fn wall_clock(&self, segment: &ClosedSegment) -> DateTime<Utc> {
+        let duration_us = segment.duration_ticks * 100 / 9;
+        let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
+        let (wall, dts) = *media.anchor.get_or_insert_with(|| {
+            let now = Utc::now();
+            (
+                now - chrono::Duration::microseconds(duration_us as i64),
+                segment.start_dts,
+            )
+        });
+        wall + chrono::Duration::microseconds((segment.start_dts - dts) * 100 / 9)
     }
 }
 
@@ -586,6 +895,10 @@ pub struct Publisher {
     starting: Option<StartBuffer>,
     metadata: InputInfo,
     closed: bool,
+    /// This connection's rendition encoding, when the profile transcodes.
+    session: Option<Session>,
+    /// Encoding stopped for the rest of this connection (overloaded, failed).
+    ladder_off: bool,
 }
 
 impl Publisher {
@@ -643,6 +956,9 @@ impl Publisher {
             }
             return;
         }
+        if let Some(ladder) = &self.active.ladder {
+            ladder.audio(&frame);
+        }
         let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
         media.segmenter.push_audio(frame);
     }
@@ -669,16 +985,73 @@ impl Publisher {
         if let Some(poster) = &mut self.poster {
             poster.offer(&frame);
         }
+        let copy = self.active.ladder.is_some().then(|| frame.clone());
+        let audio = self.metadata.audio_codec.is_some();
         let closed = {
             let mut media = self.active.media.lock().unwrap_or_else(|p| p.into_inner());
-            media
-                .segmenter
-                .set_audio(self.metadata.audio_codec.is_some());
+            media.segmenter.set_audio(audio);
             media.segmenter.push_video(frame)
         };
+        if let Some(frame) = copy {
+            // The source's lock is released: rung output takes it for the
+            // wall clock.
+            self.encode(&frame, closed.is_some(), audio);
+        }
         if let Some(segment) = closed {
             self.closed_segment(segment);
         }
+    }
+
+    /// Feeds the renditions' encoder; `cut` when the source started a segment
+    /// with this frame.
+    fn encode(&mut self, frame: &VideoFrame, cut: bool, audio: bool) {
+        let Some(ladder) = self.active.ladder.clone() else {
+            return;
+        };
+        if self.ladder_off || !ladder.encodes() {
+            return;
+        }
+        ladder.set_audio(audio);
+        let stream_id = self.active.id;
+        let mut cut = cut;
+        if self.session.is_none() {
+            if !frame.keyframe {
+                return;
+            }
+            match ladder.begin(frame) {
+                Ok(session) => self.session = Some(session),
+                Err(e) => {
+                    self.ladder_stopped(e);
+                    return;
+                }
+            }
+            cut = true;
+        }
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        if let Err(e) = session.push(frame, cut) {
+            if let Some(session) = self.session.take() {
+                session.finish();
+            }
+            if matches!(e, LadderError::TimestampJump) {
+                // A new session starts at the next keyframe.
+                info!(stream_id = %stream_id, "timestamps jumped; renditions restart at the next keyframe");
+            } else {
+                self.ladder_stopped(e);
+            }
+        }
+    }
+
+    fn ladder_stopped(&mut self, e: LadderError) {
+        self.ladder_off = true;
+        if matches!(e, LadderError::Ending) {
+            return;
+        }
+        if let Some(service) = self.service.upgrade() {
+            service.metrics.transcode_failed(e.reason());
+        }
+        warn!(stream_id = %self.active.id, error = %e, "renditions stopped for this connection; the source goes on");
     }
 
     fn closed_segment(&mut self, segment: ClosedSegment) {
@@ -719,6 +1092,9 @@ impl Publisher {
         }
         // A publisher gone within its first second still leaves its media.
         self.start();
+        if let Some(session) = self.session.take() {
+            session.finish();
+        }
         if let Some(service) = self.service.upgrade() {
             service.publisher_left(&self.active, self.connection);
         }

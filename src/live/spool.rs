@@ -1,6 +1,8 @@
 //! The spool: closed segments on local disk until the object store has them.
 //!
-//! Layout: `{data_dir}/live/spool/{stream_id}/{sequence:012}.ts`. A segment is
+//! Layout: `{data_dir}/live/spool/{stream_id}/{sequence:012}.ts`, and
+//! `{stream_id}/{rendition}/{sequence:012}.ts` for the renditions of a stream
+//! whose profile transcodes (see [`Track`]). A segment is
 //! written to a `.part` file, flushed to disk and renamed, so after a crash or a
 //! restart every `.ts` in the spool is whole; the registry's segment rows say
 //! what each one is. A stream's folder goes away once its replay is written.
@@ -15,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use uuid::Uuid;
+
+use super::Track;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -38,17 +42,8 @@ impl Spool {
         let mut used = 0;
         for stream in std::fs::read_dir(dir)? {
             let stream = stream?;
-            if !stream.file_type()?.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(stream.path())? {
-                let file = file?;
-                let path = file.path();
-                if path.extension().is_some_and(|e| e == "part") {
-                    let _ = std::fs::remove_file(&path);
-                } else {
-                    used += file.metadata()?.len();
-                }
+            if stream.file_type()?.is_dir() {
+                used += count_segments(&stream.path(), 1)?;
             }
         }
         Ok(Spool {
@@ -62,8 +57,17 @@ impl Spool {
         self.dir.join(stream.to_string())
     }
 
-    pub fn path(&self, stream: Uuid, sequence: u64) -> PathBuf {
-        self.stream_dir(stream).join(format!("{sequence:012}.ts"))
+    fn track_dir(&self, track: &Track) -> PathBuf {
+        let dir = self.stream_dir(track.stream);
+        if track.rendition.is_empty() {
+            dir
+        } else {
+            dir.join(&track.rendition)
+        }
+    }
+
+    pub fn path(&self, track: &Track, sequence: u64) -> PathBuf {
+        self.track_dir(track).join(format!("{sequence:012}.ts"))
     }
 
     /// Bytes held for all streams.
@@ -93,7 +97,7 @@ impl Spool {
 
     /// Writes a segment durably. Refused, without writing, if it would pass the
     /// budget.
-    pub async fn write(&self, stream: Uuid, sequence: u64, data: Bytes) -> Result<(), SpoolError> {
+    pub async fn write(&self, track: &Track, sequence: u64, data: Bytes) -> Result<(), SpoolError> {
         let size = data.len() as u64;
         let reserved = self
             .used
@@ -106,7 +110,7 @@ impl Spool {
                 limit: self.limit,
             });
         }
-        let path = self.path(stream, sequence);
+        let path = self.path(track, sequence);
         let result = tokio::task::spawn_blocking(move || write_durably(&path, &data))
             .await
             .map_err(std::io::Error::other)
@@ -119,8 +123,8 @@ impl Spool {
     }
 
     /// Forgets a stored segment.
-    pub async fn remove(&self, stream: Uuid, sequence: u64) {
-        let path = self.path(stream, sequence);
+    pub async fn remove(&self, track: &Track, sequence: u64) {
+        let path = self.path(track, sequence);
         if let Ok(meta) = tokio::fs::metadata(&path).await
             && tokio::fs::remove_file(&path).await.is_ok()
         {
@@ -129,16 +133,49 @@ impl Spool {
     }
 
     /// Whether a segment is spooled.
-    pub async fn has(&self, stream: Uuid, sequence: u64) -> bool {
-        tokio::fs::try_exists(self.path(stream, sequence))
+    pub async fn has(&self, track: &Track, sequence: u64) -> bool {
+        tokio::fs::try_exists(self.path(track, sequence))
             .await
             .unwrap_or(false)
     }
 
-    /// Removes a stream's (empty) folder once it is done.
+    /// Removes a stream's folder and its renditions' folders, where empty.
     pub async fn close_stream(&self, stream: Uuid) {
-        let _ = tokio::fs::remove_dir(self.stream_dir(stream)).await;
+        let dir = self.stream_dir(stream);
+        if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let _ = tokio::fs::remove_dir(entry.path()).await;
+            }
+        }
+        let _ = tokio::fs::remove_dir(&dir).await;
     }
+
+    /// Removes a track's (empty) folder once it is done, and the stream's once
+    /// all its tracks are.
+    pub async fn close_track(&self, track: &Track) {
+        let _ = tokio::fs::remove_dir(self.track_dir(track)).await;
+        let _ = tokio::fs::remove_dir(self.stream_dir(track.stream)).await;
+    }
+}
+
+/// Bytes of the segments below `dir` (renditions one level down), removing
+/// half-written `.part` files.
+fn count_segments(dir: &Path, depth: u32) -> std::io::Result<u64> {
+    let mut used = 0;
+    for file in std::fs::read_dir(dir)? {
+        let file = file?;
+        let path = file.path();
+        if file.file_type()?.is_dir() {
+            if depth > 0 {
+                used += count_segments(&path, depth - 1)?;
+            }
+        } else if path.extension().is_some_and(|e| e == "part") {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            used += file.metadata()?.len();
+        }
+    }
+    Ok(used)
 }
 
 fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -163,15 +200,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), 10).unwrap();
         let id = Uuid::now_v7();
+        let track = Track::relayed(id);
+        let rung = Track::rendition(id, "240p");
         spool
-            .write(id, 0, Bytes::from_static(b"123456"))
+            .write(&track, 0, Bytes::from_static(b"123456"))
             .await
             .unwrap();
-        let err = spool.write(id, 1, Bytes::from_static(b"123456")).await;
+        let err = spool.write(&track, 1, Bytes::from_static(b"123456")).await;
         assert!(matches!(err, Err(SpoolError::Full { used: 6, limit: 10 })));
-        assert!(!spool.has(id, 1).await);
+        assert!(!spool.has(&track, 1).await);
         spool
-            .write(id, 1, Bytes::from_static(b"1234"))
+            .write(&rung, 1, Bytes::from_static(b"1234"))
             .await
             .unwrap();
         assert_eq!(spool.used(), 10);
@@ -181,12 +220,19 @@ mod tests {
         assert_eq!(again.used(), 10);
         assert_eq!(again.streams().unwrap(), [id]);
         assert!(!spool.stream_dir(id).join("000000000002.ts.part").exists());
-        again.remove(id, 0).await;
-        again.remove(id, 0).await;
+        again.remove(&track, 0).await;
+        again.remove(&track, 0).await;
         assert_eq!(again.used(), 4);
-        assert!(again.has(id, 1).await);
-        again.remove(id, 1).await;
-        again.close_stream(id).await;
+        assert!(again.has(&rung, 1).await);
+        assert!(!again.has(&track, 1).await);
+        again.close_track(&track).await;
+        assert_eq!(
+            again.streams().unwrap(),
+            [id],
+            "a rendition still holds a segment"
+        );
+        again.remove(&rung, 1).await;
+        again.close_track(&rung).await;
         assert!(again.streams().unwrap().is_empty());
     }
 }

@@ -959,13 +959,8 @@ impl AvcState {
             return;
         }
         self.sps = Some(Bytes::copy_from_slice(nal));
-        let config = AvcConfig {
-            profile: nal[1],
-            compatibility: nal[2],
-            level: nal[3],
-            nal_length_size: 4,
-            sps: vec![nal.to_vec()],
-            pps: Vec::new(),
+        let Some(config) = AvcConfig::from_sps(nal) else {
+            return;
         };
         let (codec, size) = (Some(config.codec_string()), config.dimensions());
         if codec != self.codec || size != self.size {
@@ -993,7 +988,7 @@ impl AvcState {
 
 /// The non-empty NAL units of an Annex B byte stream (without start codes
 /// or trailing zero bytes); bytes before the first start code are skipped.
-fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = find_start_code(data).map_or(&[][..], |(_, end)| &data[end..]);
     std::iter::from_fn(move || {
         loop {

@@ -138,11 +138,17 @@ fn segment_tags(segments: &[Segment], i: usize, ranges: &[DateRange]) -> Vec<Ext
 
 /// The master playlist, variants listed from the highest bandwidth down.
 pub fn master_playlist(variants: &[Variant]) -> String {
+    master(variants, true)
+}
+
+/// A master playlist; `independent`: every segment of every variant starts
+/// with a keyframe (`EXT-X-INDEPENDENT-SEGMENTS`).
+pub fn master(variants: &[Variant], independent: bool) -> String {
     let mut variants = variants.to_vec();
     variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
     let playlist = MasterPlaylist {
         version: Some(3),
-        independent_segments: true,
+        independent_segments: independent,
         variants: variants
             .iter()
             .map(|v| VariantStream {
@@ -150,7 +156,7 @@ pub fn master_playlist(variants: &[Variant]) -> String {
                 bandwidth: v.bandwidth,
                 average_bandwidth: Some(v.average_bandwidth),
                 codecs: Some(v.codecs.clone()),
-                resolution: Some(Resolution {
+                resolution: (v.width > 0 && v.height > 0).then(|| Resolution {
                     width: u64::from(v.width),
                     height: u64::from(v.height),
                 }),

@@ -96,13 +96,7 @@ impl Ladder {
                 self.name
             ));
         }
-        if !X264_PRESETS.contains(&self.x264_preset.as_str()) {
-            return Err(format!(
-                "x264_preset `{}` is not one of {}",
-                self.x264_preset,
-                X264_PRESETS.join(", ")
-            ));
-        }
+        check_x264_preset(&self.x264_preset)?;
         if !(1..=120).contains(&self.max_fps) {
             return Err("max_fps must be between 1 and 120".into());
         }
@@ -128,25 +122,10 @@ impl Ladder {
         }
         let mut seen = std::collections::HashSet::new();
         for rung in &self.rungs {
-            let at = format!("rung `{}`", rung.name);
-            if !valid_name(&rung.name) {
-                return Err(format!("{at}: names are 1-32 of a-z, 0-9, '-' and '_'"));
-            }
             if !seen.insert(rung.name.as_str()) {
-                return Err(format!("{at}: duplicate name"));
+                return Err(format!("rung `{}`: duplicate name", rung.name));
             }
-            if !(64..=4320).contains(&rung.short_side) || rung.short_side % 2 != 0 {
-                return Err(format!("{at}: short_side must be even, 64-4320"));
-            }
-            if !(50..=100_000).contains(&rung.video_kbps) {
-                return Err(format!("{at}: video_kbps must be 50-100000"));
-            }
-            if !H264_LEVELS.contains(&rung.level.as_str()) {
-                return Err(format!(
-                    "{at}: level `{}` is not an H.264 level",
-                    rung.level
-                ));
-            }
+            rung.validate()?;
         }
         Ok(())
     }
@@ -155,6 +134,40 @@ impl Ladder {
     pub fn gop_frames(&self, fps: f64) -> u32 {
         ((self.keyframe_interval_s * fps).round() as u32).max(1)
     }
+}
+
+impl Rung {
+    /// Checks one rung on its own (names, sizes, rates, level).
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let at = format!("rung `{}`", self.name);
+        if !valid_name(&self.name) {
+            return Err(format!("{at}: names are 1-32 of a-z, 0-9, '-' and '_'"));
+        }
+        if !(64..=4320).contains(&self.short_side) || !self.short_side.is_multiple_of(2) {
+            return Err(format!("{at}: short_side must be even, 64-4320"));
+        }
+        if !(50..=100_000).contains(&self.video_kbps) {
+            return Err(format!("{at}: video_kbps must be 50-100000"));
+        }
+        if !H264_LEVELS.contains(&self.level.as_str()) {
+            return Err(format!(
+                "{at}: level `{}` is not an H.264 level",
+                self.level
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks an x264 speed preset name.
+pub(super) fn check_x264_preset(preset: &str) -> Result<(), String> {
+    if X264_PRESETS.contains(&preset) {
+        return Ok(());
+    }
+    Err(format!(
+        "x264_preset `{preset}` is not one of {}",
+        X264_PRESETS.join(", ")
+    ))
 }
 
 fn valid_name(name: &str) -> bool {

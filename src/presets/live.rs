@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ladder::{Rung, check_x264_preset};
 use super::{PresetError, invalid};
+
+/// Name of the rendition that is the publisher's own stream, relayed as is.
+pub const SOURCE_RENDITION: &str = "source";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +32,30 @@ pub struct LiveProfile {
     pub poster_interval_s: f64,
     #[serde(default = "default_poster_width")]
     pub poster_width: u32,
+    /// Renditions encoded from the stream on this node, next to the source
+    /// (which is always relayed as published). None: relay only.
+    #[serde(default)]
+    pub transcode: Option<LiveTranscode>,
 }
+
+/// The small ladder a live profile may add below the source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveTranscode {
+    /// x264 speed preset; live needs `veryfast` or faster on most machines.
+    #[serde(default = "default_live_x264_preset")]
+    pub x264_preset: String,
+    /// Largest first. A rung is never larger than the source: one whose short
+    /// side exceeds the source's is encoded at the source's size.
+    pub rungs: Vec<Rung>,
+}
+
+fn default_live_x264_preset() -> String {
+    "veryfast".into()
+}
+
+/// Rungs a live profile may add (each costs a decode share and an encode).
+const MAX_LIVE_RUNGS: usize = 3;
 
 fn default_poster_width() -> u32 {
     640
@@ -64,6 +91,22 @@ impl LiveProfile {
         if !(16..=3840).contains(&self.poster_width) {
             return Err("poster_width must be 16-3840".into());
         }
+        if let Some(t) = &self.transcode {
+            check_x264_preset(&t.x264_preset)?;
+            if t.rungs.is_empty() || t.rungs.len() > MAX_LIVE_RUNGS {
+                return Err(format!("transcode needs 1-{MAX_LIVE_RUNGS} rungs"));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for rung in &t.rungs {
+                if rung.name == SOURCE_RENDITION || !seen.insert(rung.name.as_str()) {
+                    return Err(format!(
+                        "rung `{}`: duplicate name (`{SOURCE_RENDITION}` is the published stream)",
+                        rung.name
+                    ));
+                }
+                rung.validate()?;
+            }
+        }
         Ok(())
     }
 
@@ -90,6 +133,17 @@ impl LiveProfile {
         Duration::from_secs_f64(self.idle_timeout_s)
     }
 
+    /// Renditions of a stream with this profile: empty when it only relays,
+    /// else `source` then the transcoded rungs.
+    pub fn renditions(&self) -> Vec<String> {
+        match &self.transcode {
+            None => Vec::new(),
+            Some(t) => std::iter::once(SOURCE_RENDITION.to_string())
+                .chain(t.rungs.iter().map(|r| r.name.clone()))
+                .collect(),
+        }
+    }
+
     pub fn poster_interval(&self) -> Option<Duration> {
         (self.poster_interval_s > 0.0).then(|| Duration::from_secs_f64(self.poster_interval_s))
     }
@@ -108,6 +162,25 @@ mod tests {
         assert_eq!(p.target_s(), 2);
         assert_eq!(p.window, 6);
         assert!(p.poster_interval().is_some());
+    }
+
+    #[test]
+    fn the_ladder_profile_parses_and_names_its_renditions() {
+        let p =
+            LiveProfile::parse(include_str!("../../pipelines/live/ladder.toml"), "ladder").unwrap();
+        assert_eq!(p.renditions(), ["source", "480p", "240p"]);
+        let relay_only =
+            LiveProfile::parse(include_str!("../../pipelines/live/default.toml"), "d").unwrap();
+        assert!(relay_only.renditions().is_empty());
+        for (from, to) in [
+            ("name = \"240p\"", "name = \"source\""),
+            ("name = \"240p\"", "name = \"480p\""),
+            ("x264_preset = \"veryfast\"", "x264_preset = \"warp\""),
+            ("short_side = 240", "short_side = 241"),
+        ] {
+            let text = include_str!("../../pipelines/live/ladder.toml").replace(from, to);
+            assert!(LiveProfile::parse(&text, "x.toml").is_err(), "{to}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ const QUEUE_TIME: gst::ClockTime = gst::ClockTime::from_seconds(10);
 const RAW_QUEUE_FRAMES: u32 = 4;
 /// x264's VBV buffer: 2 s of the target bit rate keeps segments near the rate the
 /// playlist announces without starving quality at scene changes.
-const VBV_BUFFER_MS: u32 = 2000;
+pub(crate) const VBV_BUFFER_MS: u32 = 2000;
 
 /// What one rung produced in the work dir.
 #[derive(Debug, Clone)]
