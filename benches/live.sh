@@ -18,15 +18,25 @@
 # Then the same N publishers go to a private nginx (rtmp module, `hls on`,
 # 2 s fragments, one worker) and its master + worker CPU is read the same way.
 #
+# With a transcoding profile (--profile ladder: the source plus rungs encoded
+# on the node), every rendition's replay is checked the same way and must have
+# as many segments as the source's, and the reference is no longer nginx (it
+# does not encode) but ffmpeg doing the same work per stream: the clip decoded
+# once (one thread), each rung scaled and encoded with libx264 at the profile's
+# preset, sizes and rates (zerolatency, one thread), audio copied, written as
+# HLS to local disk.
+#
 # Targets (the issue): <= 1 % of one core per stream including the S3 upload,
 # >= 60 streams without a lost segment and p99 upload lag < 1 s. Reference on
 # the 2-core machine: nginx-rtmp ~0.5 % of a core per stream, each ffmpeg
 # publisher ~0.65 %.
 #
 # Usage: benches/live.sh [--bin PATH] [--streams "1 10 30 60"] [--duration 60]
-#                        [--warmup 10] [--work DIR] [--no-nginx]
+#                        [--warmup 10] [--work DIR] [--no-nginx] [--profile NAME]
 #   (also MEDIA_NODE_BIN, LIVE_STREAMS, LIVE_DURATION, LIVE_WARMUP, LIVE_WORK,
-#    LIVE_NO_NGINX=1; LIVE_KEEP=1 keeps the logs, store and HLS of each run)
+#    LIVE_NO_NGINX=1 (no reference run), LIVE_PROFILE (a pipelines/live
+#    profile, default `default`); LIVE_KEEP=1 keeps the logs, store and HLS of
+#    each run)
 # Needs: a media-node build (release by default: cargo build --release first), ffmpeg,
 # ffprobe, curl, jq, s3s-fs ($S3S_FS, .tools/bin or ~/.cargo/bin: see
 # scripts/test), ../shared/media (the corpus); nginx + libnginx-mod-rtmp unless
@@ -42,6 +52,7 @@ DURATION="${LIVE_DURATION:-60}"
 WARMUP="${LIVE_WARMUP:-10}"
 WORK="${LIVE_WORK:-$ROOT/target/bench-live}"
 NGINX="${LIVE_NO_NGINX:+no}"; NGINX="${NGINX:-yes}"
+PROFILE="${LIVE_PROFILE:-default}"
 TAIL=2        # seconds left out of the window before the publishers stop
 IDLE_S=5      # the node's CPU with no stream, before publishing
 TOKEN="bench-token-0123456789abcdef"
@@ -56,6 +67,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP="$2"; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
     --no-nginx) NGINX=no; shift ;;
+    --profile) PROFILE="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -63,6 +75,9 @@ done
 [ "$DURATION" -gt $((WARMUP + TAIL + 2)) ] \
   || { echo "bench: --duration must exceed --warmup + $((TAIL + 2)) s" >&2; exit 2; }
 for n in $STREAMS; do [ "$n" -ge 1 ] 2>/dev/null || { echo "bench: bad stream count $n" >&2; exit 2; }; done
+PROFILE_FILE="$ROOT/pipelines/live/$PROFILE.toml"
+[ -f "$PROFILE_FILE" ] || { echo "bench: no live profile $PROFILE_FILE" >&2; exit 2; }
+TRANSCODE=no; grep -q '^\[transcode\]' "$PROFILE_FILE" && TRANSCODE=yes
 for tool in ffmpeg ffprobe curl jq awk; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is needed" >&2; exit 1; }
 done
@@ -95,7 +110,7 @@ nginx_ready() {
   done
   return 1
 }
-if [ "$NGINX" = yes ] && ! nginx_ready; then
+if [ "$NGINX" = yes ] && [ "$TRANSCODE" = no ] && ! nginx_ready; then
   echo "bench: installing nginx and libnginx-mod-rtmp"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
@@ -201,10 +216,10 @@ if [ ! -s "$CLIP" ]; then
 fi
 CLIP_KBPS=$(ffprobe -v error -show_entries format=bit_rate -of csv=p=0 "$CLIP" | awk '{printf "%.0f", $1 / 1000}')
 
-# The default live profile, ending streams 2 s after their publisher leaves.
+# The live profile, ending streams 2 s after their publisher leaves.
 PIPELINES="$RUNS/pipelines"
 mkdir -p "$PIPELINES/live"
-sed -E 's/^reconnect_window_s *=.*/reconnect_window_s = 2.0/' "$ROOT/pipelines/live/default.toml" \
+sed -E 's/^reconnect_window_s *=.*/reconnect_window_s = 2.0/' "$PROFILE_FILE" \
   >"$PIPELINES/live/bench.toml"
 grep -q '^reconnect_window_s = 2.0' "$PIPELINES/live/bench.toml" \
   || echo 'reconnect_window_s = 2.0' >>"$PIPELINES/live/bench.toml"
@@ -245,6 +260,21 @@ $(awk -v b0="${a[4]}" -v t0="${a[5]}" -v b1="${b[4]}" -v t1="${b[5]}" 'BEGIN {pr
 
 api() { curl -sS --max-time 20 -H "Authorization: Bearer $TOKEN" "$@"; }
 
+# Checks the media replay below $1 in the store: prints "segments seconds
+# sequence-gaps missing-objects discontinuities".
+replay_check() {
+  awk -v dir="$1" '
+    /^#EXTINF:/ { d = substr($0, 9); sub(/,.*/, "", d); dur += d; next }
+    /^#EXT-X-DISCONTINUITY$/ { disc++; next }
+    /^[^#]/ && NF {
+      seq = $0; sub(/\.ts$/, "", seq); seq += 0
+      if (seq != next_seq) gaps += (seq > next_seq ? seq - next_seq : 1)
+      next_seq = seq + 1; count++
+      if ((getline line < (dir "/" $0)) < 0) missing++; else close(dir "/" $0)
+    }
+    END { printf "%d %.3f %d %d %d\n", count, dur, gaps, missing, disc }' "$1/replay.m3u8"
+}
+
 # One media-node run with N streams. Sets R_* results.
 run_node() {
   local n="$1" dir="$RUNS/node-$1"
@@ -263,6 +293,7 @@ run_node() {
     MEDIA_NODE_LISTEN=127.0.0.1:0 MEDIA_NODE_RTMP_LISTEN=127.0.0.1:0 \
     MEDIA_NODE_DATA_DIR="$dir/data" MEDIA_NODE_API_TOKEN="$TOKEN" \
     MEDIA_NODE_PIPELINES_DIR="$PIPELINES" MEDIA_NODE_LOG_FILTER=warn \
+    MEDIA_NODE_LIVE_MAX_TRANSCODES="$n" \
     MEDIA_NODE_STORE=s3 MEDIA_NODE_S3_BUCKET="$BUCKET" MEDIA_NODE_S3_ENDPOINT="http://127.0.0.1:$s3_port" \
     MEDIA_NODE_S3_REGION=us-east-1 MEDIA_NODE_S3_PATH_STYLE=true \
     AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
@@ -321,16 +352,28 @@ run_node() {
       echo "bench: stream ${ids[$i]}: replay.m3u8 is not in the store" >&2
       bad=$((bad + 1)); continue
     fi
-    check=$(awk -v dir="$prefix" '
-      /^#EXTINF:/ { d = substr($0, 9); sub(/,.*/, "", d); dur += d; next }
-      /^#EXT-X-DISCONTINUITY$/ { disc++; next }
-      /^[^#]/ && NF {
-        seq = $0; sub(/\.ts$/, "", seq); seq += 0
-        if (seq != next_seq) gaps += (seq > next_seq ? seq - next_seq : 1)
-        next_seq = seq + 1; count++
-        if ((getline line < (dir "/" $0)) < 0) missing++; else close(dir "/" $0)
-      }
-      END { printf "%d %.3f %d %d %d\n", count, dur, gaps, missing, disc }' "$prefix/replay.m3u8")
+    local renditions=()
+    if [ "$TRANSCODE" = yes ]; then
+      # A master replay: the source's media replay is checked below, each
+      # rung's here (same checks, and as many segments as the source).
+      renditions=($(sed -n 's|/replay\.m3u8$||p' "$prefix/replay.m3u8"))
+      prefix="$prefix/source"
+    fi
+    check=$(replay_check "$prefix")
+    local rung rung_check
+    for rung in "${renditions[@]}"; do
+      [ "$rung" = source ] && continue
+      rung_check=$(replay_check "${prefix%/source}/$rung")
+      if [ "$(cut -d' ' -f1 <<<"$rung_check")" != "$(cut -d' ' -f1 <<<"$check")" ] \
+         || [ "$(cut -d' ' -f3- <<<"$rung_check")" != "0 0 0" ]; then
+        bad=$((bad + 1))
+        echo "bench: stream ${ids[$i]}: rendition $rung: count dur gaps missing disc = $rung_check;" \
+          "source: $check" >&2
+      fi
+    done
+    if [ "$TRANSCODE" = yes ] && [ "${#renditions[@]}" -lt 2 ]; then
+      echo "bench: stream ${ids[$i]}: the master replay lists only ${renditions[*]:-nothing}" >&2
+    fi
     local count dur gaps missing disc dropped uploaded
     read -r count dur gaps missing disc <<<"$check"
     dropped=$(jq -r '.segments_dropped' <<<"$s"); uploaded=$(jq -r '.segments_uploaded' <<<"$s")
@@ -365,6 +408,50 @@ run_node() {
 
   stop_pid "$node_pid"; stop_pid "$s3_pid"
   [ -n "${LIVE_KEEP:-}" ] || rm -rf "$dir/s3" "$dir/data"
+}
+
+# The reference for a transcoding profile: N ffmpeg processes, each decoding
+# the clip once (one thread) and encoding the profile's rungs like the node
+# (libx264, its preset, zerolatency, one thread, the rung's size and rate,
+# audio copied) into HLS on local disk. Sets G_* results like run_nginx.
+run_ffmpeg_ladder() {
+  local n="$1" dir="$RUNS/ffmpeg-$1"
+  mkdir -p "$dir/hls"
+  local preset sides=() rates=() line
+  preset=$(sed -n 's/^x264_preset *= *"\(.*\)"/\1/p' "$PROFILE_FILE" | head -1)
+  while read -r line; do sides+=("$line"); done < <(sed -n 's/^short_side *= *//p' "$PROFILE_FILE")
+  while read -r line; do rates+=("$line"); done < <(sed -n 's/^video_kbps *= *//p' "$PROFILE_FILE")
+  local split="[0:v]split=${#sides[@]}" r filter outs=()
+  for r in "${!sides[@]}"; do split+="[v$r]"; done
+  filter="$split"
+  for r in "${!sides[@]}"; do
+    # The clip is landscape: the short side is the height.
+    filter+=";[v$r]scale=-2:${sides[$r]}[o$r]"
+  done
+  local i
+  PUB_PIDS=()
+  for i in $(seq "$n"); do
+    outs=()
+    for r in "${!sides[@]}"; do
+      outs+=(-t "$DURATION" -map "[o$r]" -map 0:a -c:v libx264 -preset "${preset:-veryfast}" -tune zerolatency
+             -threads 1 -b:v "${rates[$r]}k" -maxrate "${rates[$r]}k" -bufsize "$((rates[r] * 2))k"
+             -c:a copy -f hls -hls_time 2 -hls_list_size 6 "$dir/hls/s$i-r$r.m3u8")
+    done
+    ffmpeg -hide_banner -loglevel error -nostdin -threads 1 -re -stream_loop -1 -i "$CLIP" \
+      -filter_complex "$filter" "${outs[@]}" </dev/null >/dev/null 2>"$dir/ffmpeg-$i.log" &
+    PUB_PIDS+=("$!"); PIDS+=("$!")
+  done
+  local t0 a b; t0=$(now)
+  sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN {printf "%.3f", t + w}')"
+  a=$(sample "" "")
+  sleep_until "$(awk -v t="$t0" -v d="$DURATION" -v e="$TAIL" 'BEGIN {printf "%.3f", t + d - e}')"
+  b=$(sample "" "")
+  # The transcoders are the "publishers" here: their CPU is the reference.
+  read -r _ _ G_CPU G_MACHINE <<<"$(window "$a" "$b" 1)"
+  G_PUB="-"
+  G_PLAYLISTS=$(find "$dir/hls" -name '*.m3u8' | wc -l)
+  publishers_done; G_PUB_FAILED=$PUB_FAILED
+  [ -n "${LIVE_KEEP:-}" ] || rm -rf "$dir/hls"
 }
 
 # One nginx-rtmp run with N streams. Sets G_* results.
@@ -420,9 +507,11 @@ EOF
 }
 
 echo "live relay benchmark: $(nproc) cores, $DURATION s per run (CPU over ${WARMUP}-$((DURATION - TAIL)) s)," \
-  "clip 720p30 ${CLIP_KBPS} kb/s, streams: $STREAMS"
+  "clip 720p30 ${CLIP_KBPS} kb/s, streams: $STREAMS, live profile: $PROFILE"
+REF="nginx-rtmp"; [ "$TRANSCODE" = yes ] && REF="ffmpeg encoding the same rungs from the file"
+[ "$NGINX" = yes ] && echo "reference (ref): $REF"
 echo "media-node: $BIN ($("$BIN" --version 2>/dev/null | head -1 || echo '?'))"
-echo "streams,relay_ok,node_idle_pct,node_cpu_pct,node_cpu_pct_per_stream,s3s_cpu_pct,publisher_cpu_pct_per_stream,machine_cpu_pct,live_at_warmup,publishers_failed,segments,lost_segments,bad_streams,short_replays,segments_uploaded_metric,posters,upload_failures,node_warnings,lag_p50_le,lag_p50_est,lag_p99_le,lag_p99_est,put_p50_le,put_p50_est,put_p99_le,put_p99_est,nginx_cpu_pct,nginx_cpu_pct_per_stream,nginx_publisher_cpu_pct_per_stream,nginx_machine_cpu_pct,nginx_playlists,nginx_publishers_failed,ratio_node_nginx" >"$CSV"
+echo "streams,relay_ok,node_idle_pct,node_cpu_pct,node_cpu_pct_per_stream,s3s_cpu_pct,publisher_cpu_pct_per_stream,machine_cpu_pct,live_at_warmup,publishers_failed,segments,lost_segments,bad_streams,short_replays,segments_uploaded_metric,posters,upload_failures,node_warnings,lag_p50_le,lag_p50_est,lag_p99_le,lag_p99_est,put_p50_le,put_p50_est,put_p99_le,put_p99_est,ref_cpu_pct,ref_cpu_pct_per_stream,ref_publisher_cpu_pct_per_stream,ref_machine_cpu_pct,ref_playlists,ref_publishers_failed,ratio_node_ref" >"$CSV"
 
 ROWS=()
 for n in $STREAMS; do
@@ -430,7 +519,12 @@ for n in $STREAMS; do
   run_node "$n"
   node_per=$(div "$R_NODE" "$n")
   G_CPU="-"; G_PUB="-"; G_MACHINE="-"; G_PLAYLISTS="-"; G_PUB_FAILED="-"; nginx_per="-"; ratio="-"
-  if [ "$NGINX" = yes ]; then
+  if [ "$NGINX" = yes ] && [ "$TRANSCODE" = yes ]; then
+    echo "-- $n stream(s): ffmpeg encoding the same rungs"
+    run_ffmpeg_ladder "$n"
+    nginx_per=$(div "$G_CPU" "$n")
+    ratio=$(div "$node_per" "$nginx_per")
+  elif [ "$NGINX" = yes ]; then
     echo "-- $n stream(s): nginx-rtmp"
     run_nginx "$n"
     nginx_per=$(div "$G_CPU" "$n")
@@ -451,7 +545,7 @@ echo
 echo "Live relay: CPU in % of one core over the steady window; machine % of all $(nproc) cores;"
 echo "lag = segment closed -> stored (p99), put = one segment PUT (p50, p99), in s"
 printf '%7s %6s %8s %8s %7s %8s %7s %5s %4s %13s %13s %13s %8s %8s %6s %3s\n' \
-  streams "idle %" "node %" "/stream" "s3s %" "pub/str" "mach %" lost bad "lag p99" "put p50" "put p99" "nginx %" "/stream" ratio ok
+  streams "idle %" "node %" "/stream" "s3s %" "pub/str" "mach %" lost bad "lag p99" "put p50" "put p99" "ref %" "/stream" ratio ok
 printf '%s\n' "${ROWS[@]}"
 echo "(idle = the node before any stream; pub/str = one ffmpeg publisher; bad = streams with a failed"
 echo " publisher, a gap, a drop or a replay off by more than 2 s; targets: <= 1 % of a core per stream,"
