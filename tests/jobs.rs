@@ -23,7 +23,17 @@ fn slow_probe(ms: u64) -> Value {
 
 #[tokio::test]
 async fn a_job_survives_a_crash_of_its_node() {
-    let mut first = Node::start().await;
+    // A short lease, so the second node takes the job over soon.
+    let short_lease = || {
+        vec![
+            ("MEDIA_NODE_JOBS_LEASE_MS".to_string(), "2000".to_string()),
+            (
+                "MEDIA_NODE_JOBS_HEARTBEAT_MS".to_string(),
+                "300".to_string(),
+            ),
+        ]
+    };
+    let mut first = Node::builder().envs(short_lease()).start().await;
     first
         .upload_fixture("uploads/portrait.mp4", "portrait-rot90-h264-aac-2s.mp4")
         .await;
@@ -38,7 +48,11 @@ async fn a_job_survives_a_crash_of_its_node() {
     let data_dir = first.data_dir.clone();
     first.kill(); // SIGKILL: no cleanup, the lease stays taken.
 
-    let second = Node::builder().data_dir(&data_dir).start().await;
+    let second = Node::builder()
+        .data_dir(&data_dir)
+        .envs(short_lease())
+        .start()
+        .await;
     let job = second.wait_done(&id, LIMIT).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2, "{job}");

@@ -152,59 +152,105 @@ fn probe_blocking(path: &Path, timeout: Duration) -> Result<Probe, MediaError> {
     build_probe(&info, &container_caps, size_bytes)
 }
 
-/// Walks the top-level boxes of an MP4/MOV file: each must fit inside the file. The
-/// Discoverer only reads headers, so a file cut short after its `moov` would
-/// otherwise probe fine and fail only later, in the middle of a transcode.
+/// Walks the top-level boxes of an MP4/MOV file, and the boxes inside `moov`:
+/// each must fit inside its parent. The Discoverer only reads headers, so a file
+/// cut short after its `moov` would otherwise probe fine and fail only later, in
+/// the middle of a transcode; and a `moov` whose boxes claim sizes past its end
+/// can keep the Discoverer waiting until its timeout instead of failing.
 pub fn check_isobmff_boxes(path: &Path, file_size: u64) -> Result<(), MediaError> {
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let top = scan_boxes(&mut file, 0, file_size, None)?;
+    if top.is_empty() {
+        return Err(MediaError::NotMedia);
+    }
+    for b in top.iter().filter(|b| b.kind == "moov") {
+        scan_boxes(
+            &mut file,
+            b.offset + b.header_len,
+            b.offset + b.size,
+            Some("moov"),
+        )?;
+    }
+    Ok(())
+}
+
+struct BoxHeader {
+    kind: String,
+    offset: u64,
+    header_len: u64,
+    size: u64,
+}
+
+fn read_error(e: std::io::Error) -> MediaError {
+    MediaError::Internal(format!("reading input: {e}"))
+}
+
+/// The boxes from byte `start` to `end` (the file, or the inside of `parent`).
+fn scan_boxes(
+    file: &mut std::fs::File,
+    start: u64,
+    end: u64,
+    parent: Option<&str>,
+) -> Result<Vec<BoxHeader>, MediaError> {
     use std::io::{Seek, SeekFrom};
-    let io = |e: std::io::Error| MediaError::Internal(format!("reading input: {e}"));
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut offset = 0u64;
-    let mut boxes = 0u32;
-    while file_size - offset >= 8 {
+    let within = parent.map(|p| format!(" inside `{p}`")).unwrap_or_default();
+    let mut offset = start;
+    let mut boxes = Vec::new();
+    while end - offset >= 8 {
         let mut header = [0u8; 16];
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        file.read_exact(&mut header[..8]).map_err(io)?;
+        file.seek(SeekFrom::Start(offset)).map_err(read_error)?;
+        file.read_exact(&mut header[..8]).map_err(read_error)?;
         let size32 = u32::from_be_bytes(header[0..4].try_into().unwrap_or_default());
         let kind = &header[4..8];
         if !kind.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
             return Err(MediaError::Malformed(format!(
-                "unreadable box header at byte {offset}"
+                "unreadable box header at byte {offset}{within}"
             )));
         }
         let kind = String::from_utf8_lossy(kind).to_string();
-        let box_size = match size32 {
-            0 => file_size - offset,
+        let (header_len, box_size) = match size32 {
+            0 => (8, end - offset),
             1 => {
-                if file_size - offset < 16 {
+                if end - offset < 16 {
                     return Err(MediaError::Malformed(format!(
-                        "`{kind}` box header cut short"
+                        "`{kind}` box header cut short{within}"
                     )));
                 }
-                file.read_exact(&mut header[8..16]).map_err(io)?;
-                u64::from_be_bytes(header[8..16].try_into().unwrap_or_default())
+                file.read_exact(&mut header[8..16]).map_err(read_error)?;
+                (
+                    16,
+                    u64::from_be_bytes(header[8..16].try_into().unwrap_or_default()),
+                )
             }
-            n => u64::from(n),
+            n => (8, u64::from(n)),
         };
-        if box_size < 8 {
+        if box_size < header_len {
             return Err(MediaError::Malformed(format!(
-                "`{kind}` box at byte {offset} has an impossible size"
+                "`{kind}` box at byte {offset}{within} has an impossible size"
             )));
         }
-        if box_size > file_size - offset {
-            return Err(MediaError::Malformed(format!(
-                "truncated: the `{kind}` box needs {box_size} bytes from byte {offset}, \
-                 but the file ends after {} bytes",
-                file_size - offset
-            )));
+        if box_size > end - offset {
+            return Err(MediaError::Malformed(match parent {
+                None => format!(
+                    "truncated: the `{kind}` box needs {box_size} bytes from byte {offset}, \
+                     but the file ends after {} bytes",
+                    end - offset
+                ),
+                Some(p) => format!(
+                    "the `{kind}` box at byte {offset} claims {box_size} bytes, \
+                     past the end of its `{p}` box"
+                ),
+            }));
         }
+        boxes.push(BoxHeader {
+            kind,
+            offset,
+            header_len,
+            size: box_size,
+        });
         offset += box_size;
-        boxes += 1;
     }
-    if boxes == 0 {
-        return Err(MediaError::NotMedia);
-    }
-    Ok(())
+    Ok(boxes)
 }
 
 /// The caps of a missing audio or video decoder, from an installer detail string
@@ -493,7 +539,14 @@ mod tests {
         for (kind, declared, actual) in boxes {
             data.extend_from_slice(&declared.to_be_bytes());
             data.extend_from_slice(*kind);
-            data.extend(std::iter::repeat_n(0u8, actual - 8));
+            if *kind == b"moov" && *actual >= 16 {
+                // One child filling it, as a real `moov` has (`mvhd`, `trak`...).
+                data.extend_from_slice(&(*actual as u32 - 8).to_be_bytes());
+                data.extend_from_slice(b"mvhd");
+                data.extend(std::iter::repeat_n(0u8, actual - 16));
+            } else {
+                data.extend(std::iter::repeat_n(0u8, actual - 8));
+            }
         }
         std::fs::write(path, data).unwrap();
     }
@@ -529,6 +582,19 @@ mod tests {
 
         write_boxes(&path, &[(b"ftyp", 16, 16), (b"mdat", 0, 500)]);
         check_isobmff_boxes(&path, size(&path)).unwrap();
+
+        // A `moov` whose first child claims more than the `moov` holds (a
+        // damaged header): refused at once, not left to the Discoverer, which
+        // may wait for its timeout on such a file.
+        write_boxes(&path, &[(b"ftyp", 16, 16), (b"moov", 100, 100)]);
+        let mut data = std::fs::read(&path).unwrap();
+        data[24..28].copy_from_slice(&0xABAB_ABABu32.to_be_bytes());
+        std::fs::write(&path, data).unwrap();
+        let err = check_isobmff_boxes(&path, size(&path)).unwrap_err();
+        assert!(
+            matches!(err, MediaError::Malformed(ref m) if m.contains("past the end of its `moov`")),
+            "{err:?}"
+        );
     }
 
     #[test]

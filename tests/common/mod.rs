@@ -121,8 +121,10 @@ impl Node {
             ("MEDIA_NODE_DATA_DIR", data_dir.display().to_string()),
             ("MEDIA_NODE_API_TOKEN", TOKEN.to_string()),
             ("MEDIA_NODE_JOBS_WORKERS", "2".to_string()),
-            ("MEDIA_NODE_JOBS_LEASE_MS", "2000".to_string()),
-            ("MEDIA_NODE_JOBS_HEARTBEAT_MS", "300".to_string()),
+            // Generous: a loaded 2-core CI machine must not let a lease lapse
+            // and run a job twice. The crash test sets a short one itself.
+            ("MEDIA_NODE_JOBS_LEASE_MS", "15000".to_string()),
+            ("MEDIA_NODE_JOBS_HEARTBEAT_MS", "1000".to_string()),
             ("MEDIA_NODE_JOBS_POLL_MS", "100".to_string()),
             ("MEDIA_NODE_JOBS_RETRY_BASE_MS", "100".to_string()),
             ("MEDIA_NODE_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
