@@ -94,18 +94,6 @@ async fn wait_replay(node: &Node, id: &str, limit: Duration) -> Value {
     .await
 }
 
-/// GET `url` as text.
-async fn get_text(node: &Node, url: &str) -> String {
-    node.client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Waits for a publisher to exit; returns whether it succeeded and its stderr.
 async fn finished(mut child: Child, limit: Duration) -> (bool, String) {
     let status = eventually(limit, "ffmpeg to exit", || {
@@ -307,7 +295,7 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
     assert_eq!(ended["upload_lag_ms"], 0);
     assert_eq!(ended["spool_bytes"], 0);
 
-    let replay_text = get_text(&node, &replay_url).await;
+    let replay_text = node.get_text(&replay_url).await;
     let replay = media_playlist(&replay_text);
     assert_complete(&replay);
     let pin_line = replay_text
@@ -325,7 +313,7 @@ async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
         "replay lasts {duration} s:\n{replay_text}"
     );
     // The live playlist ends too, so players stop polling.
-    let text = get_text(&node, &playlist_url).await;
+    let text = node.get_text(&playlist_url).await;
     assert!(media_playlist(&text).end_list, "{text}");
     let metrics = node.metrics().await;
     assert!(
@@ -368,7 +356,7 @@ async fn wrong_keys_and_hijacks_are_refused_without_disturbing_the_stream() {
     wait_state(&node, &id, "ended", Duration::from_secs(30)).await;
     let ended = wait_replay(&node, &id, Duration::from_secs(30)).await;
     let replay_url = ended["replay_url"].as_str().unwrap();
-    let text = get_text(&node, replay_url).await;
+    let text = node.get_text(replay_url).await;
     assert_complete(&media_playlist(&text));
     let duration = ffprobe_duration(replay_url);
     assert!((duration - 16.0).abs() <= 2.0, "replay lasts {duration} s");
@@ -743,7 +731,7 @@ async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
     assert!(ok, "SRT publisher failed: {err}");
     let ended = wait_replay(&node, &id, Duration::from_secs(40)).await;
     assert_eq!(ended["end_reason"], "publisher_left");
-    let text = get_text(&node, &replay_url).await;
+    let text = node.get_text(&replay_url).await;
     assert_complete(&media_playlist(&text));
     let duration = ffprobe_duration(&replay_url);
     assert!(
@@ -906,7 +894,7 @@ async fn a_transcoding_profile_adds_aligned_renditions_when_a_slot_is_free() {
     let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
     assert!(ok, "publisher failed: {err}");
     wait_replay(&node, &id, Duration::from_secs(40)).await;
-    let replay = master_playlist(&get_text(&node, &replay_url).await);
+    let replay = master_playlist(&node.get_text(&replay_url).await);
     assert_eq!(
         variants(&replay),
         [
@@ -917,11 +905,11 @@ async fn a_transcoding_profile_adds_aligned_renditions_when_a_slot_is_free() {
     );
     // Segment N covers the same time in every rendition.
     let base = replay_url.trim_end_matches("replay.m3u8");
-    let source = media_playlist(&get_text(&node, &format!("{base}source/replay.m3u8")).await);
+    let source = media_playlist(&node.get_text(&format!("{base}source/replay.m3u8")).await);
     assert_complete(&source);
     for rung in ["240p", "144p"] {
         let url = format!("{base}{rung}/replay.m3u8");
-        let text = get_text(&node, &url).await;
+        let text = node.get_text(&url).await;
         // The clip's keyframes are 8 s apart, so the source is cut between
         // them; the rungs got keyframes forced at those cuts.
         assert!(

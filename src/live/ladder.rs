@@ -278,7 +278,6 @@ impl Ladder {
         ));
         info!(stream_id = %self.stream, session = id, width, height, "encoding renditions");
         Ok(Session {
-            id,
             src,
             base,
             last_dts: first.dts,
@@ -425,7 +424,6 @@ impl Drop for Ladder {
 /// One publisher connection's encoding: frames in, rung frames out through
 /// [`Ladder::output`]. Dropping it finishes it.
 pub struct Session {
-    id: u64,
     src: gst_app::AppSrc,
     /// Publisher time (90 kHz) at pipeline time 0.
     base: i64,
@@ -483,10 +481,6 @@ impl Session {
             let _ = self.src.end_of_stream();
             let _ = tx.send(());
         }
-    }
-
-    pub fn id(&self) -> u64 {
-        self.id
     }
 }
 

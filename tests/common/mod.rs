@@ -213,8 +213,13 @@ impl Node {
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
+        self.get_text(&self.url("/metrics")).await
+    }
+
+    /// `GET url` (a full URL) as text.
+    pub async fn get_text(&self, url: &str) -> String {
         self.client
-            .get(self.url("/metrics"))
+            .get(url)
             .send()
             .await
             .unwrap()
