@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::jobs::model::now_ms;
+use crate::clock::now_ms;
 
 /// Opens (creating if needed) the SQLite database at `url` in WAL mode.
 pub async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {

@@ -1,19 +1,32 @@
 //! media-node: a media processing node for a social-commerce platform.
 //!
-//! | module      | owns                                                        |
-//! |-------------|-------------------------------------------------------------|
-//! | [`config`]  | layered settings (defaults, TOML, `MEDIA_NODE_*`)           |
-//! | [`api`]     | the HTTP API, errors as problem JSON, auth, `/media`        |
-//! | [`jobs`]    | job specs, the durable queue, workers, webhooks             |
-//! | [`live`]    | live streams: keys, throttling, live and replay playlists   |
-//! | [`media`]   | GStreamer: init, allow-list, probe, transcode, HLS          |
-//! | [`overlay`] | shoppable tags: cards burned in, timed data              |
-//! | [`presets`] | declarative presets from `pipelines/`                      |
-//! | [`store`]   | object storage: filesystem and S3                           |
-//! | [`metrics`] | Prometheus metrics                                          |
-//! | [`node`]    | wiring it all together: `serve`, `check`                    |
+//! Data flows one way: [`api`] → [`jobs`] → the media libraries ([`media`],
+//! [`thumbnail`], [`overlay`]) → [`store`]; [`live`] takes publishers' streams to
+//! the same store. The media libraries and [`live`] know nothing of the job queue:
+//! what they share with it lives in the leaf modules ([`validation`], [`clock`]).
+//!
+//! | module         | owns                                                       |
+//! |----------------|------------------------------------------------------------|
+//! | [`config`]     | layered settings (defaults, TOML, `MEDIA_NODE_*`), secrets |
+//! | [`api`]        | the HTTP API, errors as problem JSON, auth, `/media`       |
+//! | [`jobs`]       | job specs, the durable queue, workers, webhooks            |
+//! | [`process`]    | `media-node process`: the job code on local files          |
+//! | [`live`]       | live streams: ingest, segments, relay, playlists, replay   |
+//! | [`media`]      | GStreamer: init, allow-list, probe, transcode, HLS         |
+//! | [`thumbnail`]  | stills, posters, storyboards, photos (the SIMD hot path)   |
+//! | [`overlay`]    | shoppable tags: cards burned in, timed data                |
+//! | [`presets`]    | declarative presets from `pipelines/`, compiled in         |
+//! | [`output`]     | files a job made, published under its prefix               |
+//! | [`store`]      | object storage: filesystem and S3                          |
+//! | [`db`]         | opening the node's SQLite database, migrations             |
+//! | [`metrics`]    | Prometheus metrics                                         |
+//! | [`telemetry`]  | logging and tracing                                        |
+//! | [`validation`] | leaf: a field's validation error, for every layer          |
+//! | [`clock`]      | leaf: the wall clock in milliseconds, RFC 3339             |
+//! | [`node`]       | wiring it all together: `serve`, `check`                   |
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod jobs;
@@ -28,3 +41,4 @@ pub mod process;
 pub mod store;
 pub mod telemetry;
 pub mod thumbnail;
+pub mod validation;

@@ -33,7 +33,7 @@ use crate::live::srt::{SrtServer, SrtSettings};
 use crate::live::throttle::Throttle;
 use crate::media;
 use crate::metrics::Metrics;
-use crate::presets::Presets;
+use crate::presets::{Kind, Presets};
 use crate::store::{self, DynStore};
 
 const API_TOKEN_FILE: &str = "api_token";
@@ -252,8 +252,9 @@ pub async fn serve(
         Some(secret) => secret.expose().to_string(),
         None => {
             let path = config.data_dir.join(WEBHOOK_SECRET_FILE);
-            let (secret, created) = secret_file(&path, webhook::generate_secret)
-                .with_context(|| format!("reading or creating {}", path.display()))?;
+            let (secret, created) =
+                secret_file(&path, crate::config::secret::generate_webhook_secret)
+                    .with_context(|| format!("reading or creating {}", path.display()))?;
             if created {
                 println!(
                     "media-node: generated a webhook signing secret (kept in {})",
@@ -416,10 +417,7 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             lines.push(CheckLine {
                 name: "presets".into(),
                 ok: true,
-                detail: format!(
-                    "ladders: {}",
-                    p.ladder_names().collect::<Vec<_>>().join(", ")
-                ),
+                detail: presets_summary(&p),
             });
             Some(p)
         }
@@ -460,6 +458,16 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
         }),
     }
     lines
+}
+
+/// Every kind of preset with its names, e.g.
+/// `ladders: default, small; thumbnails: default, search; tags: ...; live: ...`.
+fn presets_summary(presets: &Presets) -> String {
+    Kind::ALL
+        .iter()
+        .map(|&kind| format!("{}: {}", kind.folder(), presets.names(kind).join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

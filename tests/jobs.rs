@@ -247,7 +247,7 @@ async fn webhooks_are_signed_and_retried() {
         .parse()
         .unwrap();
     let signature = headers["webhook-signature"].to_str().unwrap();
-    let key = media_node::jobs::webhook::decode_secret(WEBHOOK_SECRET).unwrap();
+    let key = media_node::config::secret::decode_webhook_secret(WEBHOOK_SECRET).unwrap();
     assert_eq!(
         signature,
         media_node::jobs::webhook::sign(&key, msg_id, timestamp, &body)

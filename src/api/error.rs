@@ -11,10 +11,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::jobs::queue::QueueError;
-use crate::jobs::spec::FieldError;
 use crate::live::registry::RegistryError;
 use crate::live::service::LiveError;
 use crate::store::StoreError;
+use crate::validation::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

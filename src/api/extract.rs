@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::jobs::spec::FieldError;
 use crate::store::INVALID_KEY_PREFIX;
+use crate::validation::FieldError;
 
 /// A JSON body: `application/json`, within the size limit, syntactically valid
 /// (else 400), and matching `T` exactly (else 422 naming the field; 400 for object

@@ -11,12 +11,13 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::ValidJson;
-use crate::jobs::model::rfc3339;
-use crate::jobs::spec::FieldError;
+use crate::clock::rfc3339;
 use crate::live::Track;
 use crate::live::pins::PinSpec;
 use crate::live::registry::{InputInfo, PinRecord, StreamRecord, StreamState};
 use crate::live::relay::StreamKeys;
+use crate::presets::Kind;
+use crate::validation::FieldError;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -219,7 +220,7 @@ pub async fn create(
     }
     let profile = req.profile.as_deref().unwrap_or("default");
     if state.presets.live_profile(profile).is_none() {
-        let known: Vec<&str> = state.presets.live_profile_names().collect();
+        let known: Vec<&str> = state.presets.names(Kind::Live);
         errors.push(FieldError::new(
             "profile",
             format!("unknown live profile; known: {}", known.join(", ")),

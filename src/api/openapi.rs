@@ -13,7 +13,7 @@ use super::live::{
 };
 use super::objects::ObjectView;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
-use crate::jobs::spec::{FieldError, InputSpec, JobSpec, RenditionsSpec};
+use crate::jobs::spec::{InputSpec, JobSpec, RenditionsSpec};
 use crate::live::pins::PinSpec;
 use crate::live::registry::{InputInfo, StreamState};
 use crate::media::probe::{Probe, StreamProbe};
@@ -25,6 +25,7 @@ use crate::thumbnail::encode::StillFormat;
 use crate::thumbnail::resize::{Filter, Fit};
 use crate::thumbnail::spec::{BoxSpec, QualitySpec, StoryboardSpec, ThumbnailsSpec, TimeSpec};
 use crate::thumbnail::{SheetEntry, StillEntry, StillOutput, VttEntry};
+use crate::validation::FieldError;
 
 #[derive(OpenApi)]
 #[openapi(

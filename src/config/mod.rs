@@ -6,7 +6,7 @@
 //! The full reference with every environment variable lives in `docs/configuration.md`.
 
 mod env;
-mod secret;
+pub mod secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -588,7 +588,7 @@ impl Config {
             ));
         }
         if let Some(secret) = &self.webhooks.secret {
-            crate::jobs::webhook::decode_secret(secret.expose()).map_err(|reason| {
+            secret::decode_webhook_secret(secret.expose()).map_err(|reason| {
                 invalid("webhooks.secret", "MEDIA_NODE_WEBHOOK_SECRET", reason)
             })?;
         }

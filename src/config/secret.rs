@@ -2,9 +2,16 @@
 
 use std::fmt;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const MASK: &str = "********";
+
+/// How a webhook signing secret starts (the Standard Webhooks format).
+const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+/// Shortest webhook signing key accepted.
+const MIN_WEBHOOK_KEY_BYTES: usize = 24;
 
 /// A secret string. `Debug`, `Display` and `Serialize` show a mask.
 #[derive(Clone, PartialEq, Eq)]
@@ -110,5 +117,66 @@ impl<'de> Deserialize<'de> for Scalar {
             Any::F(f) => f.to_string(),
             Any::B(b) => b.to_string(),
         }))
+    }
+}
+
+/// A new random webhook signing secret in the Standard Webhooks format:
+/// `whsec_` and 32 random bytes in base64.
+pub fn generate_webhook_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{WEBHOOK_SECRET_PREFIX}{}", B64.encode(bytes))
+}
+
+/// The key bytes of a `whsec_...` webhook signing secret, or why it is not one.
+pub fn decode_webhook_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix(WEBHOOK_SECRET_PREFIX)
+        .ok_or_else(|| format!("must start with `{WEBHOOK_SECRET_PREFIX}`"))?;
+    let key = B64
+        .decode(encoded)
+        .map_err(|e| format!("not base64 after `{WEBHOOK_SECRET_PREFIX}`: {e}"))?;
+    if key.len() < MIN_WEBHOOK_KEY_BYTES {
+        return Err(format!(
+            "the key must be at least {MIN_WEBHOOK_KEY_BYTES} bytes"
+        ));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_webhook_secrets_decode() {
+        let s = generate_webhook_secret();
+        assert_eq!(decode_webhook_secret(&s).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn webhook_secrets_are_checked() {
+        assert!(
+            decode_webhook_secret("plain")
+                .unwrap_err()
+                .contains("whsec_")
+        );
+        assert!(
+            decode_webhook_secret("whsec_!!")
+                .unwrap_err()
+                .contains("base64")
+        );
+        let short = format!("whsec_{}", B64.encode([7u8; 8]));
+        assert!(
+            decode_webhook_secret(&short)
+                .unwrap_err()
+                .contains("24 bytes")
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), MASK);
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{MASK}\""));
     }
 }

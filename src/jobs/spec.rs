@@ -7,9 +7,10 @@ use utoipa::ToSchema;
 
 use crate::media::transcode::Format;
 use crate::overlay::spec::TagSpec;
-use crate::presets::Presets;
+use crate::presets::{Kind, Presets};
 use crate::store::ObjectKey;
 use crate::thumbnail::spec::{Resolved, StoryboardSpec, ThumbnailsSpec};
+use crate::validation::FieldError;
 
 /// Longest accepted `callback_url`.
 const MAX_CALLBACK_URL_BYTES: usize = 2048;
@@ -97,23 +98,6 @@ pub struct TestSpec {
     pub panic: bool,
 }
 
-/// One problem with one field of a spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FieldError {
-    /// Dotted path of the field, e.g. `input.key` or `renditions.rungs[1]`.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// What validation needs to know about this node.
 #[derive(Debug, Clone)]
 pub struct ValidationContext<'a> {
@@ -197,7 +181,7 @@ impl JobSpec {
         let spec = self.thumbnails.as_ref()?;
         let name = spec.preset.as_deref().unwrap_or("default");
         let Some(preset) = presets.thumbnails(name) else {
-            let known: Vec<&str> = presets.thumbnail_names().collect();
+            let known: Vec<&str> = presets.names(Kind::Thumbnails);
             errors.push(FieldError::new(
                 "thumbnails.preset",
                 format!("no thumbnail preset `{name}` (known: {})", known.join(", ")),
@@ -210,7 +194,7 @@ impl JobSpec {
 
 fn validate_renditions(r: &RenditionsSpec, ctx: &ValidationContext, errors: &mut Vec<FieldError>) {
     let Some(ladder) = ctx.presets.ladder(&r.ladder) else {
-        let known: Vec<&str> = ctx.presets.ladder_names().collect();
+        let known: Vec<&str> = ctx.presets.names(Kind::Ladders);
         errors.push(FieldError::new(
             "renditions.ladder",
             format!("no ladder `{}` (known: {})", r.ladder, known.join(", ")),

@@ -25,32 +25,12 @@ use tracing::{Instrument, info, info_span, warn};
 use super::model::JobView;
 use super::queue::{DeliveryOutcome, DynQueue};
 use crate::config::WebhookConfig;
+use crate::config::secret::decode_webhook_secret;
 
-const SECRET_PREFIX: &str = "whsec_";
 /// Longest delay between two delivery attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// How often an idle deliverer looks for due deliveries.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-
-/// A new random signing secret in the Standard Webhooks format.
-pub fn generate_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("{SECRET_PREFIX}{}", B64.encode(bytes))
-}
-
-/// The key bytes of a `whsec_...` secret.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or_else(|| format!("must start with `{SECRET_PREFIX}`"))?;
-    let key = B64
-        .decode(encoded)
-        .map_err(|e| format!("not base64 after `{SECRET_PREFIX}`: {e}"))?;
-    if key.len() < 24 {
-        return Err("the key must be at least 24 bytes".into());
-    }
-    Ok(key)
-}
 
 /// `v1,<base64 signature>` for one message.
 pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -155,7 +135,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(queue: DynQueue, secret: &str, config: WebhookConfig) -> Result<Self, String> {
-        let key = decode_secret(secret)?;
+        let key = decode_webhook_secret(secret)?;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -274,19 +254,12 @@ mod tests {
     #[test]
     fn signature_matches_the_standard_webhooks_example() {
         // Test vector from the Standard Webhooks reference implementations.
-        let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key = decode_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         assert_eq!(
             sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
-    }
-
-    #[test]
-    fn generated_secrets_decode() {
-        let s = generate_secret();
-        assert_eq!(decode_secret(&s).unwrap().len(), 32);
-        assert!(decode_secret("plain").is_err());
     }
 
     #[test]

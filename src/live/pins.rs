@@ -8,11 +8,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::jobs::spec::FieldError;
 use crate::overlay::price;
 use crate::overlay::spec::{PositionSpec, PriceSpec, TagSpec};
 use crate::presets::Presets;
 use crate::store::ObjectKey;
+use crate::validation::FieldError;
 
 /// Pins open on one stream at once.
 pub const MAX_OPEN_PINS: usize = 32;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Track;
 use super::key::KeyDigest;
-use crate::jobs::model::now_ms;
+use crate::clock::now_ms;
 
 const MIGRATIONS: &[&str] = &[
     r#"

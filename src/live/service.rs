@@ -217,7 +217,7 @@ impl LiveService {
         if record.state != StreamState::Ended {
             self.registry.end(id, reason).await?;
             self.registry
-                .end_all_pins(id, crate::jobs::model::now_ms())
+                .end_all_pins(id, crate::clock::now_ms())
                 .await?;
             info!(stream_id = %id, reason, "live stream ended");
         }
@@ -253,7 +253,7 @@ impl LiveService {
             id: spec.id.clone(),
             spec: serde_json::to_string(spec).unwrap_or_default(),
             attributes: spec.attributes(),
-            start_ms: crate::jobs::model::now_ms(),
+            start_ms: crate::clock::now_ms(),
             end_ms: None,
         };
         if !self.registry.add_pin(id, &pin).await? {

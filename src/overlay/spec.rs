@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::price;
-use crate::jobs::spec::FieldError;
-use crate::presets::Presets;
+use crate::presets::{Kind, Presets};
 use crate::store::ObjectKey;
+use crate::validation::FieldError;
 
 /// Most tags on one video.
 pub const MAX_TAGS: usize = 32;
@@ -163,7 +163,7 @@ pub fn validate(tags: &[TagSpec], presets: &Presets, field: &str, errors: &mut V
         let style = presets.tag_style(&tag.style);
         match style {
             None => {
-                let known: Vec<&str> = presets.tag_style_names().collect();
+                let known: Vec<&str> = presets.names(Kind::Tags);
                 errors.push(FieldError::new(
                     at("style"),
                     format!("no tag style `{}` (known: {})", tag.style, known.join(", ")),

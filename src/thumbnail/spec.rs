@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::encode::{StillFormat, parse_color};
 use super::resize::{Filter, Fit, Size};
-use crate::jobs::spec::FieldError;
+use crate::validation::FieldError;
 
 const MAX_TIMES: usize = 32;
 const MAX_SIZES: usize = 16;

@@ -17,7 +17,8 @@ use super::{
     CancelOutcome, DeliveryOutcome, Enqueued, Finish, Heartbeat, JobQueue, ListFilter, NewJob,
     QueueError, QueueResult, WebhookDelivery,
 };
-use crate::jobs::model::{Job, JobErrorInfo, JobStatus, now_ms};
+use crate::clock::now_ms;
+use crate::jobs::model::{Job, JobErrorInfo, JobStatus};
 
 /// Schema changes, applied in order once each. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[r#"
