@@ -77,6 +77,7 @@ fn check_reports_each_dependency() {
     let out = media_node()
         .arg("check")
         .env("MEDIA_NODE_DATA_DIR", dir.path())
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -87,6 +88,24 @@ fn check_reports_each_dependency() {
                 .any(|l| l.starts_with("ok") && l.contains(name)),
             "{text}"
         );
+    }
+    // Every kind of preset, each with every file of pipelines/, though the
+    // command runs outside the repository with no pipelines_dir.
+    let presets = text
+        .lines()
+        .find(|l| l.starts_with("ok") && l.contains("presets"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for kind in ["ladders", "thumbnails", "tags", "live"] {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        let listed = format!("{kind}: {}", names.join(", "));
+        assert!(presets.contains(&listed), "{listed} in {presets}");
     }
 
     // An S3 store nobody listens on.
@@ -106,5 +125,85 @@ fn check_reports_each_dependency() {
         text.lines()
             .any(|l| l.starts_with("FAIL") && l.contains("object store (s3)")),
         "{text}"
+    );
+}
+
+/// Top-level entries (files or folders) of the repository that the build reads:
+/// the manifest, build.rs and what it reads, and every file `src/` includes.
+fn what_the_build_reads() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut needed: std::collections::BTreeSet<String> = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "benches",
+        "pipelines",
+    ]
+    .map(String::from)
+    .into();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for marker in ["include_str!(\"", "include_bytes!(\""] {
+                for (at, _) in text.match_indices(marker) {
+                    let rest = &text[at + marker.len()..];
+                    let literal = &rest[..rest.find('"').unwrap()];
+                    let target = path.parent().unwrap().join(literal);
+                    let target = target
+                        .canonicalize()
+                        .unwrap_or_else(|e| panic!("{}: {literal}: {e}", path.display()));
+                    let relative = target.strip_prefix(root.canonicalize().unwrap()).unwrap();
+                    let top = relative.components().next().unwrap();
+                    needed.insert(top.as_os_str().to_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    needed
+}
+
+/// No Docker engine runs here, so the image's build stage is checked by reading
+/// it: it must copy everything the build reads.
+#[test]
+fn the_image_build_copies_everything_the_build_reads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .nth(1)
+        .expect("a build stage after the first FROM");
+    let copied: std::collections::BTreeSet<String> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|l| {
+            let words: Vec<&str> = l
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            words[..words.len() - 1]
+                .iter()
+                .map(|w| w.trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let needed = what_the_build_reads();
+    let missing: Vec<_> = needed.difference(&copied).collect();
+    assert!(
+        missing.is_empty(),
+        "the image's build stage lacks {missing:?}"
+    );
+    let runtime = dockerfile.split("\nFROM ").nth(2).expect("a runtime stage");
+    assert!(
+        !runtime.contains("COPY pipelines"),
+        "presets are built in; the image should not ship a copy nothing reads"
     );
 }

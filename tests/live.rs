@@ -747,6 +747,9 @@ async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
 
 /// A `ladder` live profile next to `quick`: the same cutting, plus two rungs
 /// encoded on the node.
+/// A `pipelines_dir` that adds a profile (`quick`) and replaces the built-in
+/// `ladder` (480p + 240p) with quicker rungs (240p + 144p): the test using it
+/// checks that such a folder still adds to and overrides the built-in presets.
 fn ladder_profile(dir: &Path) -> String {
     let pipelines = quick_profile(dir, 2.0);
     let quick = std::fs::read_to_string(dir.join("pipelines/live/quick.toml")).unwrap();
@@ -769,6 +772,21 @@ fn master_playlist(text: &str) -> m3u8_rs::MasterPlaylist {
         Ok(m3u8_rs::Playlist::MasterPlaylist(p)) => p,
         other => panic!("not a master playlist ({other:?}):\n{text}"),
     }
+}
+
+/// Waits until the master playlist at `url` lists `variants` variants (a
+/// variant is listed once its playlist has segments).
+async fn wait_master(node: &Node, url: &str, variants: usize) -> m3u8_rs::MasterPlaylist {
+    let what = format!("a master with {variants} variants");
+    eventually(Duration::from_secs(40), &what, || async {
+        let res = node.client.get(url).send().await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let master = master_playlist(&res.text().await.ok()?);
+        (master.variants.len() == variants).then_some(master)
+    })
+    .await
 }
 
 /// `(uri, width x height)` of each variant, highest bandwidth first.
@@ -804,19 +822,7 @@ async fn a_transcoding_profile_adds_aligned_renditions_when_a_slot_is_free() {
 
     // The master lists a variant only once its playlist has segments; all
     // three come within a few segments.
-    let master = eventually(
-        Duration::from_secs(40),
-        "a master with 3 variants",
-        || async {
-            let res = node.client.get(&master_url).send().await.ok()?;
-            if !res.status().is_success() {
-                return None;
-            }
-            let master = master_playlist(&res.text().await.ok()?);
-            (master.variants.len() == 3).then_some(master)
-        },
-    )
-    .await;
+    let master = wait_master(&node, &master_url, 3).await;
     assert_eq!(
         variants(&master),
         [
@@ -941,4 +947,61 @@ async fn a_transcoding_profile_adds_aligned_renditions_when_a_slot_is_free() {
         metrics.contains("media_node_live_transcode_failures_total{reason=\"no_capacity\"} 1"),
         "{metrics}"
     );
+}
+
+/// The built-in `ladder` profile, with no `MEDIA_NODE_PIPELINES_DIR` and the
+/// node started outside the repository (the harness runs it in an empty
+/// directory): the presets a node offers come from its binary alone.
+#[tokio::test]
+async fn the_built_in_ladder_profile_needs_no_pipelines_dir() {
+    let node = Node::start().await;
+    let res = node
+        .client
+        .post(node.url("/v1/live/streams"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "launch", "profile": "no-such-profile"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem = res.text().await.unwrap();
+    assert!(problem.contains("default, ladder"), "{problem}");
+
+    let created = create_stream(&node, "ladder").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let master_url = created["playlist_url"].as_str().unwrap().to_string();
+    let publisher = publish(created["rtmp_url"].as_str().unwrap(), 10);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    let master = wait_master(&node, &master_url, 3).await;
+    // pipelines/live/ladder.toml: 480p and 240p, never larger than the
+    // 640x360 source.
+    assert_eq!(
+        variants(&master),
+        [
+            ("source/index.m3u8".to_string(), "640x360".to_string()),
+            ("480p/index.m3u8".to_string(), "640x360".to_string()),
+            ("240p/index.m3u8".to_string(), "426x240".to_string()),
+        ]
+    );
+    let s = stream(&node, &id).await;
+    let encoded: Vec<_> = s["renditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{s}"))
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["encoded"].as_bool()))
+        .collect();
+    assert_eq!(
+        encoded,
+        [
+            ("source", Some(false)),
+            ("480p", Some(true)),
+            ("240p", Some(true))
+        ],
+        "{s}"
+    );
+    let (ok, err) = finished(publisher, Duration::from_secs(60)).await;
+    assert!(ok, "publisher failed: {err}");
+    let ended = wait_replay(&node, &id, Duration::from_secs(40)).await;
+    let replay = master_playlist(&node.get_text(ended["replay_url"].as_str().unwrap()).await);
+    assert_eq!(replay.variants.len(), 3, "{replay:?}");
 }

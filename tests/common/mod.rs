@@ -109,6 +109,9 @@ impl Node {
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-node"));
         cmd.arg("serve");
+        // Started outside the repository, as a package or an image runs it: the
+        // node must need nothing from the source tree (presets are built in).
+        cmd.current_dir(data_dir.parent().unwrap_or(&data_dir));
         for (key, _) in std::env::vars() {
             if key.starts_with("MEDIA_NODE_") || key.starts_with("AWS_") || key == "RUST_LOG" {
                 cmd.env_remove(key);
