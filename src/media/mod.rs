@@ -7,9 +7,14 @@
 //! uploaded file. Elements we create by name (e.g. `tsdemux` for live ingest) are not
 //! affected: rank only matters for autoplugging.
 
+pub mod caps;
+pub mod geometry;
 pub mod hls;
+pub mod isobmff;
+pub mod packets;
 pub mod probe;
 pub mod run;
+pub mod timing;
 pub mod transcode;
 
 use std::sync::OnceLock;

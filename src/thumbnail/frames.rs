@@ -42,6 +42,16 @@ pub struct Frame {
     pub bt601: bool,
     /// Full-range (0-255) rather than video-range (16-235) values.
     pub full_range: bool,
+    /// Pixel aspect of the upright frame (`n`, `d`): stills are made at the
+    /// display aspect, `width * n / d` by `height`.
+    pub pixel_aspect: (u32, u32),
+}
+
+impl Frame {
+    /// The size the frame is shown at.
+    pub fn display_size(&self) -> (u32, u32) {
+        crate::media::geometry::display_size(self.width, self.height, self.pixel_aspect, 0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +81,7 @@ impl FrameGrabber {
     pub fn open(
         path: &Path,
         orientation: Orientation,
+        pixel_aspect: (u32, u32),
         color: ColorPlan,
         duration_s: f64,
     ) -> Result<FrameGrabber, MediaError> {
@@ -135,6 +146,7 @@ impl FrameGrabber {
         let video_in = convert
             .static_pad("sink")
             .ok_or_else(|| internal("no sink pad"))?;
+        crate::media::caps::override_pixel_aspect(&video_in, pixel_aspect);
         let weak = pipeline.downgrade();
         decode.connect_pad_added(move |_, pad| {
             let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -330,7 +342,13 @@ pub(crate) fn frame_from_buffer(
     };
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let colorimetry = info.colorimetry();
+    let par = info.par();
     Ok(Frame {
+        pixel_aspect: u32::try_from(par.numer())
+            .ok()
+            .zip(u32::try_from(par.denom()).ok())
+            .and_then(crate::media::geometry::reduced)
+            .unwrap_or((1, 1)),
         bt601: colorimetry.matrix() == gst_video::VideoColorMatrix::Bt601,
         full_range: colorimetry.range() == gst_video::VideoColorRange::Range0_255,
         width: w as u32,
@@ -368,8 +386,14 @@ mod tests {
     fn accurate_keyframe_and_scan() {
         let dir = tempfile::tempdir().unwrap();
         let path = clip(dir.path());
-        let g = FrameGrabber::open(&path, Orientation::Clockwise90, ColorPlan::Passthrough, 3.0)
-            .unwrap();
+        let g = FrameGrabber::open(
+            &path,
+            Orientation::Clockwise90,
+            (1, 1),
+            ColorPlan::Passthrough,
+            3.0,
+        )
+        .unwrap();
         let f = g.frame_at(1.25, SeekMode::Accurate).unwrap();
         // The frame shown at 1.25 s starts at 1.2 s; the decoder clips its start
         // to the seek position.

@@ -39,7 +39,7 @@ use self::spec::{Resolved, StoryboardSpec, Time};
 use self::still::{StillError, StillLimits};
 use crate::media::MediaError;
 use crate::media::probe::Probe;
-use crate::media::transcode::plan::{color_plan, orientation_of};
+use crate::media::transcode::plan::{color_plan, orientation_of, pixel_aspect_of};
 use crate::output::{FileKind, ProducedFile, join_key};
 
 /// Stills jobs running at once on this node.
@@ -290,7 +290,13 @@ fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), Stills
     let plan_orientation = orientation_of(probe);
     let color = color_plan(probe);
     let duration = probe.duration_s;
-    let grabber = FrameGrabber::open(req.input, plan_orientation, color, duration)?;
+    let grabber = FrameGrabber::open(
+        req.input,
+        plan_orientation,
+        pixel_aspect_of(probe),
+        color,
+        duration,
+    )?;
     let check = || {
         if req.cancel.is_cancelled() {
             Err(StillsError::Canceled)
@@ -354,11 +360,12 @@ fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), Stills
     let mut sheets: Option<Sheets> = None;
     if let Some(sb) = req.storyboard {
         let first = grabber.frame_at(0.0, SeekMode::Keyframe)?;
+        let (shown_w, shown_h) = first.display_size();
         let layout = storyboard::Layout::new(
             duration,
             sb.interval_s,
-            first.width,
-            first.height,
+            shown_w,
+            shown_h,
             sb.tile_width,
             sb.columns,
             sb.rows,
@@ -527,8 +534,8 @@ pub fn make_from_frames(
                         Sheets::new(storyboard::Layout::new(
                             duration,
                             sb.interval_s,
-                            frame.width,
-                            frame.height,
+                            frame.display_size().0,
+                            frame.display_size().1,
                             sb.tile_width,
                             sb.columns,
                             sb.rows,
@@ -575,6 +582,7 @@ pub fn make_from_frames(
         let grabber = FrameGrabber::open(
             req.input,
             orientation_of(probe),
+            pixel_aspect_of(probe),
             color_plan(probe),
             duration,
         )?;
@@ -613,7 +621,7 @@ fn emit_frame(
     poster: bool,
 ) -> Result<(), StillsError> {
     for size in &t.sizes {
-        let g = geometry(frame.width, frame.height, *size);
+        let g = resize::geometry_shown(frame.width, frame.height, frame.pixel_aspect, *size);
         let rgb = yuv::frame_to_rgb(frame, &g, t.filter).map_err(StillsError::Io)?;
         writer.stills(
             t,

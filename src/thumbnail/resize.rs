@@ -86,6 +86,18 @@ fn at_least_1(v: f64) -> u32 {
 
 /// Where `size` puts a `src_w` × `src_h` picture. Never upscales (except `fill`,
 /// which asks for an exact box).
+/// [`geometry`] for a picture whose pixels are not square: sizes and crops are
+/// chosen on the shown picture (`src_w * par.0 / par.1` wide), and the crop is
+/// mapped back onto the stored pixels.
+pub fn geometry_shown(src_w: u32, src_h: u32, par: (u32, u32), size: Size) -> Geometry {
+    let (shown_w, shown_h) = crate::media::geometry::display_size(src_w, src_h, par, 0);
+    let mut g = geometry(shown_w, shown_h, size);
+    let sx = f64::from(src_w) / f64::from(shown_w);
+    g.crop.0 *= sx;
+    g.crop.2 *= sx;
+    g
+}
+
 pub fn geometry(src_w: u32, src_h: u32, size: Size) -> Geometry {
     let (sw, sh) = (f64::from(src_w), f64::from(src_h));
     let full = (0.0, 0.0, sw, sh);

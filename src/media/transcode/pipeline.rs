@@ -213,6 +213,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     let v = &plan.video;
     let v_queue = raw_queue()?;
     let rate = make("videorate")?;
+    rate.set_property("skip-to-first", true);
     let rate_caps = capsfilter(
         gst::Caps::builder("video/x-raw")
             .field("framerate", gst::Fraction::new(v.fps_n, v.fps_d))
@@ -444,6 +445,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     // video and the first audio stream are used; others (data tracks, extra
     // angles) go to a fakesink.
     let video_entry = static_pad(&v_queue, "sink")?;
+    crate::media::caps::override_pixel_aspect(&video_entry, v.pixel_aspect);
     let audio_entry = match &audio {
         Some((q, _)) => Some(static_pad(q, "sink")?),
         None => None,

@@ -96,6 +96,9 @@ pub enum ColorPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoPlan {
     pub orientation: Orientation,
+    /// The input's pixel aspect, as the probe found it (decoders may announce
+    /// another; the pipeline corrects them).
+    pub pixel_aspect: (u32, u32),
     /// Constant output frame rate.
     pub fps_n: i32,
     pub fps_d: i32,
@@ -188,19 +191,26 @@ fn even_floor(x: u32) -> u32 {
 /// Width and height as displayed: pixel aspect applied, then rotation.
 pub fn display_size(probe: &Probe, orientation: Orientation) -> Option<(f64, f64)> {
     let (w, h) = (probe.width? as f64, probe.height? as f64);
-    let video = probe.streams.iter().find(|s| s.kind == "video");
-    let par = video
-        .and_then(|v| v.pixel_aspect.as_deref())
-        .and_then(|p| p.split_once(':'))
-        .and_then(|(n, d)| Some((n.parse::<f64>().ok()?, d.parse::<f64>().ok()?)))
-        .filter(|(n, d)| *n > 0.0 && *d > 0.0)
-        .unwrap_or((1.0, 1.0));
-    let w = w * par.0 / par.1;
+    let par = pixel_aspect_of(probe);
+    let w = w * f64::from(par.0) / f64::from(par.1);
     Some(if orientation.swaps_axes() {
         (h, w)
     } else {
         (w, h)
     })
+}
+
+/// The first video stream's pixel aspect (`n:d` in the probe), 1:1 when unknown.
+pub fn pixel_aspect_of(probe: &Probe) -> (u32, u32) {
+    probe
+        .streams
+        .iter()
+        .find(|s| s.kind == "video")
+        .and_then(|v| v.pixel_aspect.as_deref())
+        .and_then(|p| p.split_once(':'))
+        .and_then(|(n, d)| Some((n.parse::<u32>().ok()?, d.parse::<u32>().ok()?)))
+        .filter(|(n, d)| *n > 0 && *d > 0)
+        .unwrap_or((1, 1))
 }
 
 /// The display orientation a probe describes.
@@ -294,6 +304,7 @@ pub fn plan(
     Ok(Plan {
         video: VideoPlan {
             orientation,
+            pixel_aspect: pixel_aspect_of(probe),
             fps_n,
             fps_d,
             gop_frames: ladder.gop_frames(fps),
@@ -354,9 +365,16 @@ mod tests {
             duration_s: 2.0,
             width: Some(w),
             height: Some(h),
+            display_width: None,
+            display_height: None,
+            presentation_width: None,
+            presentation_height: None,
             rotation,
             flipped: false,
             fps,
+            mean_fps: None,
+            declared_fps: None,
+            variable_frame_rate: false,
             video_codec: Some("h264".into()),
             audio_codec: audio.then(|| "aac".into()),
             bitrate: None,

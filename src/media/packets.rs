@@ -1,0 +1,329 @@
+//! One pass over an input's packets, demuxed and parsed but never decoded
+//! (`filesrc ! parsebin`, no decoders): the timestamps of the first video
+//! frames (for [`super::timing`]), when video and audio start and end (the
+//! duration players play, which headers often misstate: fragmented MP4, WebM
+//! from a browser's MediaRecorder, MPEG-TS), and the pixel aspect each layer
+//! claims. Times are running times: edit lists and priming the demuxer marks as
+//! outside the segment do not count, as players do not show them.
+//!
+//! GStreamer's caps merge two claims into one `pixel-aspect-ratio`: qtdemux
+//! puts one there (from `pasp`, or else made up from the track header's
+//! presentation size), and the parser keeps it over the one the codec carries.
+//! To hear the codec (H.264/HEVC VUI), a probe on the demuxer's video pad takes
+//! the container's claim off the caps before the parser sees them, and keeps it.
+//!
+//! Blocks (state changes, pulling samples): run it on the blocking pool.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::MediaError;
+
+/// Frames measured: enough for a stable median, few enough to stay cheap.
+const MAX_FRAMES: usize = 600;
+/// Or this much of the video, whichever comes first.
+const MAX_SPAN: Duration = Duration::from_secs(30);
+
+/// A pixel aspect ratio as `(n, d)`.
+pub type Par = (i32, i32);
+
+/// Where a stream's packets start and end (running time, nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start_ns: u64,
+    /// The latest end of a packet (start plus duration, when it has one).
+    pub end_ns: u64,
+    /// The latest start of a packet.
+    pub last_start_ns: u64,
+}
+
+impl Span {
+    fn extend(span: &mut Option<Span>, start_ns: u64, end_ns: u64) {
+        let s = span.get_or_insert(Span {
+            start_ns,
+            end_ns,
+            last_start_ns: start_ns,
+        });
+        s.start_ns = s.start_ns.min(start_ns);
+        s.end_ns = s.end_ns.max(end_ns);
+        s.last_start_ns = s.last_start_ns.max(start_ns);
+    }
+
+    /// The end, counting a last packet without a duration as lasting `frame_ns`.
+    pub fn end_with(&self, frame_ns: u64) -> u64 {
+        self.end_ns.max(self.last_start_ns + frame_ns)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Packets {
+    /// Presentation (or decoding, when a frame has no presentation) times of
+    /// the first video frames, in nanoseconds, in arrival order.
+    pub video_pts_ns: Vec<u64>,
+    pub video: Option<Span>,
+    pub audio: Option<Span>,
+    /// The pass read the whole input (else the spans cover only its start).
+    pub complete: bool,
+    /// What the demuxer's caps said (for MP4, possibly made up from `tkhd`).
+    pub container_par: Option<Par>,
+    /// What the codec's own headers say, after the parser (VUI).
+    pub codec_par: Option<Par>,
+}
+
+#[derive(Default)]
+struct Seen {
+    container_par: Option<Par>,
+    demuxer_video_pad: bool,
+    audio: Option<Span>,
+}
+
+/// A buffer's presentation span in running time; `None` outside the segment.
+fn running_span(
+    segment: &gst::FormattedSegment<gst::ClockTime>,
+    buffer: &gst::BufferRef,
+) -> Option<(u64, u64)> {
+    let ts = buffer.pts().or(buffer.dts())?;
+    let start = segment.to_running_time(ts)?;
+    let end = buffer
+        .duration()
+        .and_then(|d| segment.to_running_time(ts + d))
+        .unwrap_or(start);
+    Some((start.nseconds(), end.nseconds()))
+}
+
+fn internal(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Internal(e.to_string())
+}
+
+fn par_of(s: &gst::StructureRef) -> Option<Par> {
+    s.get::<gst::Fraction>("pixel-aspect-ratio")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .map(|f| (f.numer(), f.denom()))
+}
+
+fn is_video(caps: &gst::CapsRef) -> bool {
+    caps.structure(0)
+        .is_some_and(|s| s.name().starts_with("video/") || s.name().starts_with("image/"))
+}
+
+/// On the demuxer's first video pad: keep the container's pixel aspect and
+/// take it off the caps, so the parser reports the codec's own.
+fn strip_container_par(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(c) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let caps = c.caps();
+        if !is_video(caps) {
+            return gst::PadProbeReturn::Remove;
+        }
+        let Some(par) = caps.structure(0).and_then(par_of) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if let Ok(mut seen) = seen.lock() {
+            seen.container_par.get_or_insert(par);
+        }
+        let mut stripped = caps.to_owned();
+        if let Some(s) = stripped.make_mut().structure_mut(0) {
+            s.remove_field("pixel-aspect-ratio");
+        }
+        info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&stripped)));
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Watches every demuxer parsebin plugs.
+fn watch_demuxers(parsebin: &gst::Bin, seen: Arc<Mutex<Seen>>) {
+    parsebin.connect_deep_element_added(move |_, _, element| {
+        let demuxer = element
+            .factory()
+            .is_some_and(|f| f.klass().contains("Demux"));
+        if !demuxer {
+            return;
+        }
+        let seen = seen.clone();
+        element.connect_pad_added(move |_, pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let first_video = is_video(&caps)
+                && seen.lock().is_ok_and(|mut s| {
+                    let first = !s.demuxer_video_pad;
+                    s.demuxer_video_pad = true;
+                    first
+                });
+            if first_video {
+                strip_container_par(pad, seen.clone());
+            }
+        });
+    });
+}
+
+/// Records where the audio that passes `pad` starts and ends.
+fn watch_audio(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let segment = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|e| e.segment().clone().downcast::<gst::ClockTime>().ok());
+        if let Some((start, end)) = segment.and_then(|s| running_span(&s, buffer))
+            && let Ok(mut s) = seen.lock()
+        {
+            Span::extend(&mut s.audio, start, end);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+fn fakesink() -> Option<gst::Element> {
+    gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        .ok()
+}
+
+/// Reads the first packets of `path`, for at most `timeout`.
+pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaError> {
+    super::init()?;
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_string_lossy().to_string())
+        .build()
+        .map_err(internal)?;
+    let parse = gst::ElementFactory::make("parsebin")
+        .build()
+        .map_err(internal)?;
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(64)
+        .enable_last_sample(false)
+        .build();
+    sink.set_property("async", false);
+    pipeline
+        .add_many([&src, &parse, sink.upcast_ref()])
+        .map_err(internal)?;
+    src.link(&parse).map_err(internal)?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    if let Some(bin) = parse.downcast_ref::<gst::Bin>() {
+        watch_demuxers(bin, seen.clone());
+    }
+    let video_in = sink
+        .static_pad("sink")
+        .ok_or_else(|| internal("no sink pad"))?;
+    let weak = pipeline.downgrade();
+    let audio_seen = seen.clone();
+    parse.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        if is_video(&caps) && !video_in.is_linked() {
+            let _ = pad.link(&video_in);
+            return;
+        }
+        if caps
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("audio/"))
+        {
+            watch_audio(pad, audio_seen.clone());
+        }
+        let (Some(pipeline), Some(fake)) = (weak.upgrade(), fakesink()) else {
+            return;
+        };
+        if pipeline.add(&fake).is_ok() {
+            let _ = fake.sync_state_with_parent();
+            if let Some(sink_pad) = fake.static_pad("sink") {
+                let _ = pad.link(&sink_pad);
+            }
+        }
+    });
+
+    let result = pull(&pipeline, &sink, timeout);
+    let _ = pipeline.set_state(gst::State::Null);
+    let video = result?;
+    let seen = seen.lock().map_err(internal)?;
+    Ok(Packets {
+        video_pts_ns: video.pts,
+        video: video.span,
+        audio: seen.audio,
+        complete: video.complete,
+        container_par: seen.container_par,
+        codec_par: video.codec_par,
+    })
+}
+
+/// What the video sink saw.
+#[derive(Default)]
+struct Video {
+    pts: Vec<u64>,
+    span: Option<Span>,
+    codec_par: Option<Par>,
+    complete: bool,
+}
+
+/// Plays the pipeline and pulls every video sample until EOS, an error or
+/// `timeout`; the first frames' times are kept for the frame rate.
+fn pull(
+    pipeline: &gst::Pipeline,
+    sink: &gst_app::AppSink,
+    timeout: Duration,
+) -> Result<Video, MediaError> {
+    pipeline.set_state(gst::State::Playing).map_err(|_| {
+        bus_error(pipeline).unwrap_or_else(|| internal("the pipeline would not start"))
+    })?;
+    let deadline = Instant::now() + timeout;
+    let mut video = Video::default();
+    while Instant::now() < deadline {
+        if let Some(err) = bus_error(pipeline) {
+            // Whatever came before the error is still a measurement.
+            if video.pts.is_empty() {
+                return Err(err);
+            }
+            return Ok(video);
+        }
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+            if sink.is_eos() {
+                video.complete = true;
+                break;
+            }
+            continue;
+        };
+        if video.codec_par.is_none() {
+            video.codec_par = sample.caps().and_then(|c| c.structure(0)).and_then(par_of);
+        }
+        let segment = sample
+            .segment()
+            .and_then(|s| s.clone().downcast::<gst::ClockTime>().ok());
+        let span = sample
+            .buffer()
+            .zip(segment.as_ref())
+            .and_then(|(b, s)| running_span(s, b));
+        let Some((start, end)) = span else {
+            continue;
+        };
+        Span::extend(&mut video.span, start, end);
+        let first = video.pts.first().copied().unwrap_or(start);
+        if video.pts.len() < MAX_FRAMES && start.saturating_sub(first) <= MAX_SPAN.as_nanos() as u64
+        {
+            video.pts.push(start);
+        }
+    }
+    Ok(video)
+}
+
+fn bus_error(pipeline: &gst::Pipeline) -> Option<MediaError> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some(MediaError::Malformed(err.error().message().to_string()));
+        }
+    }
+    None
+}
