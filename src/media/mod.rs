@@ -22,17 +22,27 @@ use std::sync::OnceLock;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-/// Demuxers decodebin may plug for uploads: MP4/MOV/3GP and Matroska/WebM.
-pub const ALLOWED_DEMUXERS: &[&str] = &["qtdemux", "matroskademux"];
+/// Demuxers decodebin may plug for uploads: MP4/MOV/3GP, Matroska/WebM and
+/// MPEG-TS.
+///
+/// MPEG-TS is admitted because uploads really come as TS: camcorders' AVCHD
+/// (`.mts`, `.m2ts`), screen and stream recorders, and HLS segments saved from a
+/// live stream. It passes the same checks as the others before any decoding
+/// (typefinding, then the probe's duration, size and frame-rate limits); what it
+/// lacks is an index to check box by box, so a TS file that lies is caught by
+/// the probe's limits and the packet pass, not before them.
+pub const ALLOWED_DEMUXERS: &[&str] = &["qtdemux", "matroskademux", "tsdemux"];
 
 /// Container types (typefind caps names) accepted as job inputs.
 pub const ALLOWED_CONTAINERS: &[&str] = &[
     "video/quicktime",
     "audio/x-m4a",
+    "application/x-3gp",
     "video/x-matroska",
     "video/webm",
     "audio/webm",
     "audio/x-matroska",
+    "video/mpegts",
 ];
 
 /// Elements the node cannot work without: checked by `media-node check` and
@@ -44,13 +54,14 @@ pub const REQUIRED_ELEMENTS: &[&str] = &[
     "uridecodebin",
     "qtdemux",
     "matroskademux",
+    "tsdemux",
 ];
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MediaError {
     #[error("the input is not a media file this node reads")]
     NotMedia,
-    #[error("container `{0}` is not accepted (allowed: MP4/MOV, WebM/Matroska)")]
+    #[error("container `{0}` is not accepted (allowed: MP4/MOV/3GP, WebM/Matroska, MPEG-TS)")]
     UnsupportedContainer(String),
     #[error("no decoder for {0}")]
     UnsupportedCodec(String),
