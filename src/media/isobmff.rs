@@ -37,6 +37,8 @@ pub struct VideoTrack {
     pub coded_size: Option<(u32, u32)>,
     /// `pasp`: horizontal and vertical spacing, reduced.
     pub pixel_aspect: Option<(u32, u32)>,
+    /// The track has an edit list (`edts`).
+    pub edit_list: bool,
 }
 
 struct BoxHeader {
@@ -215,7 +217,10 @@ fn first_video_track(moov: &[u8]) -> Option<VideoTrack> {
 }
 
 fn video_track(trak: &[u8], mdia: &[u8]) -> VideoTrack {
-    let mut track = VideoTrack::default();
+    let mut track = VideoTrack {
+        edit_list: child(trak, b"edts").is_some_and(|edts| child(edts, b"elst").is_some()),
+        ..VideoTrack::default()
+    };
     if let Some(tkhd) = child(trak, b"tkhd") {
         read_tkhd(tkhd, &mut track);
     }

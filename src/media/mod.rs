@@ -14,6 +14,7 @@ pub mod isobmff;
 pub mod packets;
 pub mod probe;
 pub mod run;
+pub mod timeline;
 pub mod timing;
 pub mod transcode;
 

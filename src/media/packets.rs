@@ -68,6 +68,10 @@ pub struct Packets {
     pub audio: Option<Span>,
     /// The pass read the whole input (else the spans cover only its start).
     pub complete: bool,
+    /// How far the demuxer moved the video's zero: its first segment's start
+    /// minus its stream time, in nanoseconds (an MP4 edit list does this, and
+    /// qtdemux does it to tracks without one, see `Probe::video_start_s`).
+    pub video_zero_shift_ns: u64,
     /// What the demuxer's caps said (for MP4, possibly made up from `tkhd`).
     pub container_par: Option<Par>,
     /// What the codec's own headers say, after the parser (VUI).
@@ -254,6 +258,7 @@ pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaE
         video: video.span,
         audio: seen.audio,
         complete: video.complete,
+        video_zero_shift_ns: video.zero_shift_ns,
         container_par: seen.container_par,
         codec_par: video.codec_par,
     })
@@ -263,6 +268,7 @@ pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaE
 #[derive(Default)]
 struct Video {
     pts: Vec<u64>,
+    zero_shift_ns: u64,
     span: Option<Span>,
     codec_par: Option<Par>,
     complete: bool,
@@ -308,6 +314,14 @@ fn pull(
         let Some((start, end)) = span else {
             continue;
         };
+        if video.span.is_none()
+            && let Some(seg) = &segment
+        {
+            video.zero_shift_ns = seg
+                .start()
+                .zip(seg.time())
+                .map_or(0, |(s, t)| s.nseconds().saturating_sub(t.nseconds()));
+        }
         Span::extend(&mut video.span, start, end);
         let first = video.pts.first().copied().unwrap_or(start);
         if video.pts.len() < MAX_FRAMES && start.saturating_sub(first) <= MAX_SPAN.as_nanos() as u64

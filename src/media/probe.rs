@@ -75,6 +75,11 @@ pub struct Probe {
     /// Frame durations vary: `fps` is the rate most frames run at.
     #[serde(default)]
     pub variable_frame_rate: bool,
+    /// The first picture is shown this long after the file's start (an MP4
+    /// track without an edit list whose pictures are reordered: players show
+    /// the first one at its composition time, and so does the output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_start_s: Option<f64>,
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
     /// Overall bit rate in bits per second (size and duration).
@@ -250,6 +255,16 @@ impl Facts {
 }
 
 impl Facts {
+    /// qtdemux starts an MP4 track that has no edit list at its first picture
+    /// (its segment's zero moves there); FFmpeg, Chromium and Safari start it at
+    /// zero and show that picture at its composition time, after the audio
+    /// began. The transcode does as they do.
+    fn video_start_s(&self) -> Option<f64> {
+        self.track.as_ref().filter(|t| !t.edit_list)?;
+        let shift = self.packets.as_ref()?.video_zero_shift_ns as f64 / 1e9;
+        (shift > 0.0005 && shift < 10.0).then(|| round3(shift))
+    }
+
     /// From the first packet shown to the end of the last one, when the packet
     /// pass read the whole input: what players play, where headers disagree
     /// (fragmented MP4 without a total, WebM from MediaRecorder, MPEG-TS).
@@ -432,6 +447,7 @@ fn build_probe(
         mean_fps: timing.map(|t| t.mean_fps),
         declared_fps,
         variable_frame_rate: timing.is_some_and(|t| t.variable),
+        video_start_s: facts.video_start_s(),
         video_codec: first_video.and_then(|v| v.codec.clone()),
         audio_codec: first_audio.and_then(|a| a.codec.clone()),
         bitrate: (duration_s > 0.0).then(|| (size_bytes as f64 * 8.0 / duration_s) as u64),

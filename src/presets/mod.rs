@@ -202,6 +202,7 @@ impl Presets {
             "videoflip",
             "audioconvert",
             "audioresample",
+            "audiorate",
             "tee",
             "queue",
             "x264enc",

@@ -7,7 +7,7 @@
 //!                      │     └─ per rung: queue ! videoscale ! videoconvert ! x264enc ! tee
 //!                      │            ├─ queue ! h264parse ! mp4mux ! filesink          (mp4)
 //!                      │            └─ queue ! h264parse ! splitmuxsink(mpegtsmux)    (hls)
-//!                      └─ audio: queue ! audioconvert ! audioresample ! avenc_aac ! aacparse ! tee
+//!                      └─ audio: queue ! audioconvert ! audioresample ! audiorate ! avenc_aac ! aacparse ! tee
 //!                                   └─ per output: queue ! (the muxer's audio pad)
 //! ```
 //!
@@ -29,8 +29,8 @@ use gstreamer::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{ColorPlan, Format, Plan, RungPlan};
-use crate::media::MediaError;
 use crate::media::run::{Finished, ProgressFn, run_to_eos};
+use crate::media::{MediaError, timeline};
 
 /// Depth of queues carrying compressed data to the muxers: enough to absorb the
 /// encoder's lookahead and B-frame delay (about 1.5 s at 30 fps) and the audio
@@ -42,6 +42,9 @@ const RAW_QUEUE_FRAMES: u32 = 4;
 /// x264's VBV buffer: 2 s of the target bit rate keeps segments near the rate the
 /// playlist announces without starving quality at scene changes.
 pub(crate) const VBV_BUFFER_MS: u32 = 2000;
+
+/// How far every stream entering mp4mux is moved (see [`timeline::shift`]).
+const MP4_SHIFT_NS: u64 = 1_000_000_000;
 
 /// What one rung produced in the work dir.
 #[derive(Debug, Clone)]
@@ -258,6 +261,17 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
             let a_queue = queue()?;
             let convert = make("audioconvert")?;
             let resample = make("audioresample")?;
+            // One sample after another: demuxers hand over audio with gaps and
+            // overlaps (timestamp jitter in MPEG-TS, fragments that overlap), and
+            // the encoder stamps what it gets, so the muxers would see time go
+            // backwards. Gaps become silence and overlaps are dropped; jitter
+            // under 40 ms is left alone. It starts at the first sample, so a
+            // late audio start keeps its offset.
+            let rate = gst::ElementFactory::make("audiorate")
+                .property("tolerance", 40_000_000u64)
+                .property("skip-to-first", true)
+                .build()
+                .map_err(|_| MediaError::Internal("audiorate is missing".into()))?;
             let caps = capsfilter(
                 gst::Caps::builder("audio/x-raw")
                     .field("rate", a.sample_rate as i32)
@@ -272,7 +286,9 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
             let a_tee = make("tee")?;
             chain(
                 &pipeline,
-                &[&a_queue, &convert, &resample, &caps, &enc, &parse, &a_tee],
+                &[
+                    &a_queue, &convert, &resample, &rate, &caps, &enc, &parse, &a_tee,
+                ],
             )?;
             Some((a_queue, a_tee))
         }
@@ -387,11 +403,9 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
                         .map_err(|_| MediaError::Internal("filesink is missing".into()))?;
                     pipeline.add_many([&mux, &sink]).map_err(link_err("mp4"))?;
                     mux.link(&sink).map_err(link_err("mp4"))?;
-                    link_pads(
-                        &static_pad(&parse, "src")?,
-                        &request(&mux, "video_%u")?,
-                        "mp4",
-                    )?;
+                    let video_in = request(&mux, "video_%u")?;
+                    timeline::shift(&video_in, MP4_SHIFT_NS);
+                    link_pads(&static_pad(&parse, "src")?, &video_in, "mp4")?;
                     files.mp4 = Some(path);
                     (mux, "audio_%u")
                 }
@@ -431,11 +445,11 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
                     &static_pad(&aq, "sink")?,
                     "audio tee",
                 )?;
-                link_pads(
-                    &static_pad(&aq, "src")?,
-                    &request(&muxer.0, muxer.1)?,
-                    "audio",
-                )?;
+                let audio_in = request(&muxer.0, muxer.1)?;
+                if *format == Format::Mp4 {
+                    timeline::shift(&audio_in, MP4_SHIFT_NS);
+                }
+                link_pads(&static_pad(&aq, "src")?, &audio_in, "audio")?;
             }
         }
         rungs.push(files);
@@ -446,10 +460,14 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     // angles) go to a fakesink.
     let video_entry = static_pad(&v_queue, "sink")?;
     crate::media::caps::override_pixel_aspect(&video_entry, v.pixel_aspect);
+    timeline::to_running_time(&video_entry, v.video_delay_ns);
     let audio_entry = match &audio {
         Some((q, _)) => Some(static_pad(q, "sink")?),
         None => None,
     };
+    if let Some(pad) = &audio_entry {
+        timeline::to_running_time(pad, 0);
+    }
     let pipeline_weak = pipeline.downgrade();
     let (video_pad, audio_pad) = (video_entry.clone(), audio_entry.clone());
     decode.connect_pad_added(move |_, pad| {

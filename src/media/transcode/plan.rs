@@ -99,6 +99,9 @@ pub struct VideoPlan {
     /// The input's pixel aspect, as the probe found it (decoders may announce
     /// another; the pipeline corrects them).
     pub pixel_aspect: (u32, u32),
+    /// How much later than the decoder says the pictures are shown (see
+    /// `Probe::video_start_s`), in nanoseconds.
+    pub video_delay_ns: u64,
     /// Constant output frame rate.
     pub fps_n: i32,
     pub fps_d: i32,
@@ -305,6 +308,7 @@ pub fn plan(
         video: VideoPlan {
             orientation,
             pixel_aspect: pixel_aspect_of(probe),
+            video_delay_ns: probe.video_start_s.map_or(0, |s| (s * 1e9).round() as u64),
             fps_n,
             fps_d,
             gop_frames: ladder.gop_frames(fps),
@@ -375,6 +379,7 @@ mod tests {
             mean_fps: None,
             declared_fps: None,
             variable_frame_rate: false,
+            video_start_s: None,
             video_codec: Some("h264".into()),
             audio_codec: audio.then(|| "aac".into()),
             bitrate: None,
