@@ -82,6 +82,10 @@ pub struct Packets {
 struct Seen {
     container_par: Option<Par>,
     demuxer_video_pad: bool,
+    /// The video as the demuxer hands it over: one buffer per frame with the
+    /// container's own durations (parsers recompute durations from a frame
+    /// rate, which a variable-rate file does not have).
+    demuxed: Video,
     audio: Option<Span>,
 }
 
@@ -164,6 +168,7 @@ fn watch_demuxers(parsebin: &gst::Bin, seen: Arc<Mutex<Seen>>) {
                 });
             if first_video {
                 strip_container_par(pad, seen.clone());
+                watch_video(pad, seen.clone());
             }
         });
     });
@@ -251,20 +256,31 @@ pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaE
 
     let result = pull(&pipeline, &sink, timeout);
     let _ = pipeline.set_state(gst::State::Null);
-    let video = result?;
-    let seen = seen.lock().map_err(internal)?;
+    let parsed = result?;
+    let mut seen = seen.lock().map_err(internal)?;
+    // The demuxer's view when there is one (its durations are the container's).
+    let video = if seen.demuxed.span.is_some() {
+        std::mem::take(&mut seen.demuxed)
+    } else {
+        Video {
+            pts: parsed.pts,
+            zero_shift_ns: parsed.zero_shift_ns,
+            span: parsed.span,
+            ..Video::default()
+        }
+    };
     Ok(Packets {
         video_pts_ns: video.pts,
         video: video.span,
         audio: seen.audio,
-        complete: video.complete,
+        complete: parsed.complete,
         video_zero_shift_ns: video.zero_shift_ns,
         container_par: seen.container_par,
-        codec_par: video.codec_par,
+        codec_par: parsed.codec_par,
     })
 }
 
-/// What the video sink saw.
+/// What was seen of the video, at the demuxer or after the parser.
 #[derive(Default)]
 struct Video {
     pts: Vec<u64>,
@@ -272,6 +288,42 @@ struct Video {
     span: Option<Span>,
     codec_par: Option<Par>,
     complete: bool,
+}
+
+impl Video {
+    /// Takes one frame into account.
+    fn record(&mut self, segment: &gst::FormattedSegment<gst::ClockTime>, buffer: &gst::BufferRef) {
+        let Some((start, end)) = running_span(segment, buffer) else {
+            return;
+        };
+        if self.span.is_none() {
+            self.zero_shift_ns = segment
+                .start()
+                .zip(segment.time())
+                .map_or(0, |(s, t)| s.nseconds().saturating_sub(t.nseconds()));
+        }
+        Span::extend(&mut self.span, start, end);
+        let first = self.pts.first().copied().unwrap_or(start);
+        if self.pts.len() < MAX_FRAMES && start.saturating_sub(first) <= MAX_SPAN.as_nanos() as u64
+        {
+            self.pts.push(start);
+        }
+    }
+}
+
+/// Records the frames that pass the demuxer's video `pad`.
+fn watch_video(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let segment = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|e| e.segment().clone().downcast::<gst::ClockTime>().ok());
+        if let (Some(buffer), Some(segment)) = (info.buffer(), segment)
+            && let Ok(mut s) = seen.lock()
+        {
+            s.demuxed.record(&segment, buffer);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Plays the pipeline and pulls every video sample until EOS, an error or
@@ -307,26 +359,8 @@ fn pull(
         let segment = sample
             .segment()
             .and_then(|s| s.clone().downcast::<gst::ClockTime>().ok());
-        let span = sample
-            .buffer()
-            .zip(segment.as_ref())
-            .and_then(|(b, s)| running_span(s, b));
-        let Some((start, end)) = span else {
-            continue;
-        };
-        if video.span.is_none()
-            && let Some(seg) = &segment
-        {
-            video.zero_shift_ns = seg
-                .start()
-                .zip(seg.time())
-                .map_or(0, |(s, t)| s.nseconds().saturating_sub(t.nseconds()));
-        }
-        Span::extend(&mut video.span, start, end);
-        let first = video.pts.first().copied().unwrap_or(start);
-        if video.pts.len() < MAX_FRAMES && start.saturating_sub(first) <= MAX_SPAN.as_nanos() as u64
-        {
-            video.pts.push(start);
+        if let (Some(buffer), Some(segment)) = (sample.buffer(), segment) {
+            video.record(&segment, buffer);
         }
     }
     Ok(video)

@@ -80,6 +80,12 @@ pub struct Probe {
     /// the first one at its composition time, and so does the output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_start_s: Option<f64>,
+    /// When the first video stream's last picture ends, in seconds on the
+    /// input's presentation timeline (edit lists applied; an MPEG-TS timeline
+    /// starts at its first picture), from its packets' durations: decoders
+    /// forget them, and the transcode holds the last picture until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_end_s: Option<f64>,
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
     /// Overall bit rate in bits per second (size and duration).
@@ -265,6 +271,14 @@ impl Facts {
         (shift > 0.0005 && shift < 10.0).then(|| round3(shift))
     }
 
+    /// Where the video's last picture ends on the presentation timeline, when
+    /// the packet pass read the whole input.
+    fn video_end_s(&self, timing: Option<timing::FrameTiming>) -> Option<f64> {
+        let p = self.packets.as_ref().filter(|p| p.complete)?;
+        let frame_ns = timing.map_or(0, |t| (1e9 / t.fps) as u64);
+        Some(round3(p.video?.end_with(frame_ns) as f64 / 1e9))
+    }
+
     /// From the first packet shown to the end of the last one, when the packet
     /// pass read the whole input: what players play, where headers disagree
     /// (fragmented MP4 without a total, WebM from MediaRecorder, MPEG-TS).
@@ -448,6 +462,7 @@ fn build_probe(
         declared_fps,
         variable_frame_rate: timing.is_some_and(|t| t.variable),
         video_start_s: facts.video_start_s(),
+        video_end_s: facts.video_end_s(timing),
         video_codec: first_video.and_then(|v| v.codec.clone()),
         audio_codec: first_audio.and_then(|a| a.codec.clone()),
         bitrate: (duration_s > 0.0).then(|| (size_bytes as f64 * 8.0 / duration_s) as u64),

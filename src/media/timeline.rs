@@ -18,8 +18,12 @@ use gstreamer::prelude::*;
 type Segment = gst::FormattedSegment<gst::ClockTime>;
 
 /// Rewrites every buffer, gap and segment reaching `pad` to running time plus
-/// `offset_ns`. Buffers outside their segment (clipped away) are dropped.
-pub fn to_running_time(pad: &gst::Pad, offset_ns: u64) {
+/// `offset_ns`. Buffers outside their segment (clipped away) are dropped. The
+/// new segment ends at `stop_ns` when given: where the media ends, so that
+/// videorate holds the last picture until then, as players do (decoders drop
+/// the last frame's duration, and a screen recording's last frame may last
+/// seconds).
+pub fn to_running_time(pad: &gst::Pad, offset_ns: u64, stop_ns: Option<u64>) {
     let upstream: Arc<Mutex<Option<Segment>>> = Arc::new(Mutex::new(None));
     let offset = gst::ClockTime::from_nseconds(offset_ns);
     pad.add_probe(
@@ -35,7 +39,8 @@ pub fn to_running_time(pad: &gst::Pad, offset_ns: u64) {
                             return gst::PadProbeReturn::Ok;
                         };
                         *segment = Some(time);
-                        let zero = Segment::new();
+                        let mut zero = Segment::new();
+                        zero.set_stop(stop_ns.map(gst::ClockTime::from_nseconds));
                         *event = gst::event::Segment::builder(&zero)
                             .seqnum(event.seqnum())
                             .build();
@@ -85,14 +90,33 @@ pub fn to_running_time(pad: &gst::Pad, offset_ns: u64) {
 /// earliest start as the file's zero, so the second itself leaves no trace.
 pub fn shift(pad: &gst::Pad, by_ns: u64) {
     let by = gst::ClockTime::from_nseconds(by_ns);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buffer) = info.buffer_mut() {
-            let b = buffer.make_mut();
-            b.set_pts(b.pts().map(|t| t + by));
-            b.set_dts(b.dts().map(|t| t + by));
-        }
-        gst::PadProbeReturn::Ok
-    });
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            match &mut info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let b = buffer.make_mut();
+                    b.set_pts(b.pts().map(|t| t + by));
+                    b.set_dts(b.dts().map(|t| t + by));
+                }
+                // The segment's end moves with the buffers, or the muxer would
+                // clip the last second.
+                Some(gst::PadProbeData::Event(event)) => {
+                    if let gst::EventView::Segment(s) = event.view()
+                        && let Ok(mut segment) = s.segment().clone().downcast::<gst::ClockTime>()
+                        && let Some(stop) = segment.stop()
+                    {
+                        segment.set_stop(stop + by);
+                        *event = gst::event::Segment::builder(&segment)
+                            .seqnum(event.seqnum())
+                            .build();
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 #[cfg(test)]
@@ -115,7 +139,7 @@ mod tests {
             .add_many([src.upcast_ref::<gst::Element>(), sink.upcast_ref()])
             .unwrap();
         src.link(&sink).unwrap();
-        to_running_time(&sink.static_pad("sink").unwrap(), 20_000_000);
+        to_running_time(&sink.static_pad("sink").unwrap(), 20_000_000, None);
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut seg = Segment::new();
         seg.set_start(gst::ClockTime::from_seconds(1));

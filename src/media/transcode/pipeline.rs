@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ const RAW_QUEUE_FRAMES: u32 = 4;
 /// x264's VBV buffer: 2 s of the target bit rate keeps segments near the rate the
 /// playlist announces without starving quality at scene changes.
 pub(crate) const VBV_BUFFER_MS: u32 = 2000;
+
+/// Longest a last picture is held at the end (see `VideoPlan::end_ns`).
+const MAX_LAST_FRAME_NS: u64 = 60_000_000_000;
 
 /// How far every stream entering mp4mux is moved (see [`timeline::shift`]).
 const MP4_SHIFT_NS: u64 = 1_000_000_000;
@@ -172,6 +176,19 @@ struct Built {
     pipeline: gst::Pipeline,
     rungs: Vec<RungFiles>,
     codecs: Vec<Arc<Mutex<Option<String>>>>,
+    /// Decoded frames that reached the encoders.
+    frames: Arc<AtomicU64>,
+}
+
+/// Counts the buffers that pass `pad`.
+fn count_buffers(pad: &gst::Pad) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    count
 }
 
 /// Called with the video tee's sink pad (upright, 8-bit I420, constant rate),
@@ -217,6 +234,12 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     let v_queue = raw_queue()?;
     let rate = make("videorate")?;
     rate.set_property("skip-to-first", true);
+    // Hold the last picture until the media's end (the segment's stop), however
+    // long: GStreamer's default stops after one second.
+    rate.set_property(
+        "max-closing-segment-duplication-duration",
+        MAX_LAST_FRAME_NS,
+    );
     let rate_caps = capsfilter(
         gst::Caps::builder("video/x-raw")
             .field("framerate", gst::Fraction::new(v.fps_n, v.fps_d))
@@ -248,6 +271,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     video_chain.push(flip);
     video_chain.push(v_tee.clone());
     chain(&pipeline, &video_chain.iter().collect::<Vec<_>>())?;
+    let frames = count_buffers(&static_pad(&v_tee, "sink")?);
     if let Some(tap) = tap {
         // On the tee's input: no extra branch, so nothing more to preroll (a
         // prerolling sink branch would hold the tee before x264's lookahead
@@ -460,13 +484,13 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
     // angles) go to a fakesink.
     let video_entry = static_pad(&v_queue, "sink")?;
     crate::media::caps::override_pixel_aspect(&video_entry, v.pixel_aspect);
-    timeline::to_running_time(&video_entry, v.video_delay_ns);
+    timeline::to_running_time(&video_entry, v.video_delay_ns, v.end_ns);
     let audio_entry = match &audio {
         Some((q, _)) => Some(static_pad(q, "sink")?),
         None => None,
     };
     if let Some(pad) = &audio_entry {
-        timeline::to_running_time(pad, 0);
+        timeline::to_running_time(pad, 0, None);
     }
     let pipeline_weak = pipeline.downgrade();
     let (video_pad, audio_pad) = (video_entry.clone(), audio_entry.clone());
@@ -524,6 +548,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
         pipeline,
         rungs,
         codecs,
+        frames,
     })
 }
 
@@ -543,6 +568,7 @@ pub async fn run(
         pipeline,
         mut rungs,
         codecs,
+        frames,
     } = build(input, plan, out_dir, hooks)?;
 
     // Segment boundaries, from splitmuxsink's messages: location → (start, end).
@@ -567,6 +593,13 @@ pub async fn run(
     .await?;
     if finished == Finished::Canceled {
         return Ok(None);
+    }
+    // A file whose headers promise video its samples do not hold (cut short
+    // after its `moov`, an empty sample table) decodes to nothing.
+    if frames.load(Ordering::Relaxed) == 0 {
+        return Err(MediaError::Malformed(
+            "no video frame could be decoded: the file holds no picture its headers promise".into(),
+        ));
     }
 
     for (files, codec) in rungs.iter_mut().zip(codecs) {

@@ -102,6 +102,9 @@ pub struct VideoPlan {
     /// How much later than the decoder says the pictures are shown (see
     /// `Probe::video_start_s`), in nanoseconds.
     pub video_delay_ns: u64,
+    /// Where the video's last picture ends (`Probe::video_end_s`, plus the
+    /// delay), in nanoseconds: it is held until then.
+    pub end_ns: Option<u64>,
     /// Constant output frame rate.
     pub fps_n: i32,
     pub fps_d: i32,
@@ -181,6 +184,24 @@ pub fn output_fps(source: Option<f64>, max: u32) -> (i32, i32) {
         return (max as i32, 1);
     }
     ((src.round() as i32).max(1), 1)
+}
+
+/// The smallest picture side x264enc takes: smaller sources are scaled up to it
+/// on their short side (the one case where the node upscales).
+pub const MIN_SIDE: u32 = 16;
+
+/// The source's display size made even, or scaled up to [`MIN_SIDE`] on the
+/// short side when smaller.
+fn source_size(dw: f64, dh: f64) -> (u32, u32) {
+    let short = dw.min(dh);
+    if short < f64::from(MIN_SIDE) {
+        let scale = f64::from(MIN_SIDE) / short;
+        return (
+            even_round(dw * scale).max(MIN_SIDE),
+            even_round(dh * scale).max(MIN_SIDE),
+        );
+    }
+    (even_floor(dw.round() as u32), even_floor(dh.round() as u32))
 }
 
 fn even_round(x: f64) -> u32 {
@@ -288,7 +309,7 @@ pub fn plan(
             .last()
             .copied()
             .unwrap_or_else(|| ladder.rungs.last().expect("ladders have at least one rung"));
-        let (width, height) = (even_floor(dw.round() as u32), even_floor(dh.round() as u32));
+        let (width, height) = source_size(dw, dh);
         rungs.push(RungPlan {
             name: format!("{}p", width.min(height)),
             width,
@@ -309,6 +330,9 @@ pub fn plan(
             orientation,
             pixel_aspect: pixel_aspect_of(probe),
             video_delay_ns: probe.video_start_s.map_or(0, |s| (s * 1e9).round() as u64),
+            end_ns: probe
+                .video_end_s
+                .map(|e| ((e + probe.video_start_s.unwrap_or(0.0)) * 1e9).round() as u64),
             fps_n,
             fps_d,
             gop_frames: ladder.gop_frames(fps),
@@ -380,11 +404,40 @@ mod tests {
             declared_fps: None,
             variable_frame_rate: false,
             video_start_s: None,
+            video_end_s: None,
             video_codec: Some("h264".into()),
             audio_codec: audio.then(|| "aac".into()),
             bitrate: None,
             streams,
         }
+    }
+
+    #[test]
+    fn pictures_under_16_px_are_scaled_up_to_it() {
+        let p = plan(
+            &probe(10, 12, 0, Some(25.0), false),
+            &ladder(),
+            None,
+            &[Format::Mp4],
+        )
+        .unwrap();
+        assert_eq!(sizes(&p), [("16p".to_string(), 16, 20)]);
+        let p = plan(
+            &probe(2, 2, 0, Some(25.0), false),
+            &ladder(),
+            None,
+            &[Format::Mp4],
+        )
+        .unwrap();
+        assert_eq!(sizes(&p), [("16p".to_string(), 16, 16)]);
+        let p = plan(
+            &probe(102, 60, 0, Some(25.0), false),
+            &ladder(),
+            None,
+            &[Format::Mp4],
+        )
+        .unwrap();
+        assert_eq!(sizes(&p), [("60p".to_string(), 102, 60)]);
     }
 
     fn ladder() -> Ladder {
