@@ -3,8 +3,8 @@
 //! Containers declare rates that players ignore: a 90 kHz MP4 track whose first
 //! sample lasts one tick "declares" 90000 fps, a Matroska track may declare none.
 //! What players show is the timestamps, so the nominal rate is taken from them:
-//! the median frame duration over the measured span (robust to a dropped or
-//! doubled frame), snapped to a standard rate when within 1 %. The input is
+//! the mean of the frame durations near the median (robust to a dropped or
+//! doubled frame and to millisecond timestamps), snapped to a standard rate when within 1 %. The input is
 //! variable-rate when its average rate or its frame durations stray from that.
 //! Pure functions, tested without GStreamer.
 
@@ -40,7 +40,7 @@ const IRREGULAR_SHARE: f64 = 0.10;
 pub struct FrameTiming {
     /// Frames measured.
     pub frames: usize,
-    /// The nominal rate: from the median frame duration, snapped.
+    /// The nominal rate: from the frame durations near the median, snapped.
     pub fps: f64,
     /// Frames per second over the measured span.
     pub mean_fps: f64,
@@ -81,7 +81,15 @@ pub fn measure(pts_ns: &[u64]) -> Option<FrameTiming> {
     }
     let span = (pts[pts.len() - 1] - pts[0]) as f64 / 1e9;
     let mean_fps = (pts.len() - 1) as f64 / span;
-    let measured = 1.0 / median;
+    let regular: Vec<f64> = durations
+        .iter()
+        .map(|d| *d as f64 / 1e9)
+        .filter(|d| ((d - median) / median).abs() <= IRREGULAR_DURATION)
+        .collect();
+    // The mean of the regular durations, not the median itself: timestamps in
+    // whole milliseconds (Matroska, WebM, FLV) give a 24 fps track durations of
+    // 41 and 42 ms, whose median is neither.
+    let measured = regular.len() as f64 / regular.iter().sum::<f64>();
     let fps = match snap(measured) {
         Some((n, d)) => f64::from(n) / f64::from(d),
         None => measured,
@@ -126,6 +134,15 @@ mod tests {
             .collect();
         let t = measure(&stamps(ns)).unwrap();
         assert_eq!(t.fps, 29.97);
+        assert!(!t.variable, "{t:?}");
+    }
+
+    #[test]
+    fn millisecond_timestamps_of_a_24_fps_track_are_24() {
+        // Matroska rounds 41.67 ms to 41 or 42 ms; most durations are 42.
+        let pts: Vec<u64> = (0..120u64).map(|i| i * 1000 / 24 * 1_000_000).collect();
+        let t = measure(&pts).unwrap();
+        assert_eq!(t.fps, 24.0, "{t:?}");
         assert!(!t.variable, "{t:?}");
     }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::media::probe::Probe;
+use crate::media::timing::{STANDARD_RATES, snap};
 use crate::presets::{H264Profile, Ladder, Rung};
 
 /// Output formats of a transcode.
@@ -143,45 +144,30 @@ pub enum PlanError {
     NoVideo,
 }
 
-/// Common frame rates an average is snapped to when it is within 1.5 %.
-const STANDARD_RATES: &[(i32, i32)] = &[
-    (24000, 1001),
-    (24, 1),
-    (25, 1),
-    (30000, 1001),
-    (30, 1),
-    (48, 1),
-    (50, 1),
-    (60000, 1001),
-    (60, 1),
-];
-
 /// A constant output rate for a (possibly variable) source rate, capped at `max`.
 pub fn output_fps(source: Option<f64>, max: u32) -> (i32, i32) {
     let max_f = f64::from(max);
     let Some(src) = source.filter(|f| f.is_finite() && *f > 0.0) else {
         return (max as i32, 1);
     };
+    let rate = |(n, d): &(i32, i32)| f64::from(*n) / f64::from(*d);
+    // A standard rate at or under the cap is kept exactly (29.97 stays
+    // 30000/1001 under a cap of 30); anything at or over the cap is the cap.
+    if let Some(standard) = snap(src).filter(|r| rate(r) <= max_f) {
+        return standard;
+    }
     if src >= max_f * 0.985 {
         return (max as i32, 1);
     }
-    let error = |(n, d): &(i32, i32)| ((src - f64::from(*n) / f64::from(*d)) / src).abs();
-    if let Some(&best) = STANDARD_RATES
-        .iter()
-        .min_by(|a, b| error(a).total_cmp(&error(b)))
-        .filter(|r| error(r) < 0.015)
-    {
-        return best;
-    }
-    // Phone clips with dropped frames (28.03 average from a 30 fps camera) go to
-    // the next standard rate; very low rates (screen recordings) keep their own.
+    // An average a little under a standard rate (a 30 fps phone clip that
+    // dropped frames averages 28) goes to the next standard rate; very low
+    // rates (screen recordings) keep their own.
     if src >= 20.0 {
-        if let Some(&(n, d)) = STANDARD_RATES.iter().find(|(n, d)| {
-            f64::from(*n) / f64::from(*d) > src && f64::from(*n) / f64::from(*d) <= max_f
-        }) {
-            return (n, d);
-        }
-        return (max as i32, 1);
+        return STANDARD_RATES
+            .iter()
+            .find(|r| rate(r) > src && rate(r) <= max_f)
+            .copied()
+            .unwrap_or((max as i32, 1));
     }
     ((src.round() as i32).max(1), 1)
 }
@@ -360,6 +346,7 @@ mod tests {
     fn probe(w: u32, h: u32, rotation: u32, fps: Option<f64>, audio: bool) -> Probe {
         let mut streams = vec![StreamProbe {
             kind: "video".into(),
+            selected: false,
             codec: Some("h264".into()),
             width: Some(w),
             height: Some(h),
@@ -374,6 +361,7 @@ mod tests {
         if audio {
             streams.push(StreamProbe {
                 kind: "audio".into(),
+                selected: false,
                 codec: Some("aac".into()),
                 width: None,
                 height: None,
@@ -555,7 +543,7 @@ mod tests {
 
     #[test]
     fn frame_rates_become_constant_and_capped() {
-        assert_eq!(output_fps(Some(29.97), 30), (30, 1));
+        assert_eq!(output_fps(Some(29.97), 30), (30000, 1001));
         assert_eq!(output_fps(Some(59.94), 30), (30, 1));
         assert_eq!(output_fps(Some(23.976), 30), (24000, 1001));
         assert_eq!(output_fps(Some(25.0), 30), (25, 1));
@@ -563,7 +551,7 @@ mod tests {
         assert_eq!(output_fps(Some(28.03), 30), (30000, 1001));
         assert_eq!(output_fps(Some(28.03), 60), (30000, 1001));
         assert_eq!(output_fps(Some(7.22), 30), (7, 1));
-        assert_eq!(output_fps(Some(59.94), 60), (60, 1));
+        assert_eq!(output_fps(Some(59.94), 60), (60000, 1001));
         assert_eq!(output_fps(None, 30), (30, 1));
     }
 
