@@ -3,6 +3,11 @@
 //! [`super::geometry`]); the probe's is the one players use. A pad probe puts
 //! the probe's on every caps event that passes, so scalers (which keep the
 //! display aspect with borders) and encoders see the right shape.
+//!
+//! Audio gets one correction: channels without positions (a QuickTime `lpcm`
+//! track of 8 channels, a WAV without a channel mask) get GStreamer's default
+//! layout for their count, as ffmpeg and players assume, so they can be mixed
+//! down to stereo instead of failing negotiation.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -36,9 +41,70 @@ pub fn override_pixel_aspect(pad: &gst::Pad, par: (u32, u32)) {
     });
 }
 
+/// Gives multichannel audio caps without channel positions (`channel-mask`
+/// 0 or absent, more than two channels) the default layout for their count.
+pub fn position_unpositioned_channels(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(c) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(fixed) = with_default_positions(c.caps()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&fixed)));
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// `caps` with the default channel mask, when they are unpositioned audio.
+fn with_default_positions(caps: &gst::CapsRef) -> Option<gst::Caps> {
+    let s = caps.structure(0)?;
+    if s.name() != "audio/x-raw" {
+        return None;
+    }
+    let channels = u32::try_from(s.get::<i32>("channels").ok()?).ok()?;
+    let mask = s.get::<gst::Bitmask>("channel-mask").map_or(0, |m| m.0);
+    if channels <= 2 || mask != 0 {
+        return None;
+    }
+    let fallback = gstreamer_audio::AudioChannelPosition::fallback_mask(channels);
+    if fallback == 0 {
+        return None;
+    }
+    let mut fixed = caps.to_owned();
+    fixed
+        .make_mut()
+        .structure_mut(0)?
+        .set("channel-mask", gst::Bitmask::new(fallback));
+    Some(fixed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eight_unpositioned_channels_become_7_1() {
+        super::super::init().unwrap();
+        let caps = gst::Caps::builder("audio/x-raw")
+            .field("channels", 8i32)
+            .field("channel-mask", gst::Bitmask::new(0))
+            .build();
+        let fixed = with_default_positions(&caps).unwrap();
+        let mask = fixed
+            .structure(0)
+            .unwrap()
+            .get::<gst::Bitmask>("channel-mask");
+        // FL FR FC LFE RL RR SL SR.
+        assert_eq!(mask.unwrap().0, 0b1100_0011_1111);
+        let stereo = gst::Caps::builder("audio/x-raw")
+            .field("channels", 2i32)
+            .build();
+        assert!(with_default_positions(&stereo).is_none());
+    }
 
     #[test]
     fn caps_events_get_the_pixel_aspect() {

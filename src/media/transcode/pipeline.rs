@@ -284,6 +284,7 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
         Some(a) => {
             let a_queue = queue()?;
             let convert = make("audioconvert")?;
+            crate::media::caps::position_unpositioned_channels(&static_pad(&convert, "sink")?);
             let resample = make("audioresample")?;
             // One sample after another: demuxers hand over audio with gaps and
             // overlaps (timestamp jitter in MPEG-TS, fragments that overlap), and
