@@ -349,7 +349,7 @@ fn start_tapped_stills(
         thumbnails.as_ref(),
         spec.storyboard.as_ref(),
         &poster_windows,
-        probe.duration_s,
+        probe.pictures_s(),
     );
     let (sender, frames) = std::sync::mpsc::sync_channel(thumbnail::tap::CHANNEL_FRAMES);
     let times = captures.times.clone();

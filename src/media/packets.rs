@@ -119,6 +119,19 @@ fn is_video(caps: &gst::CapsRef) -> bool {
         .is_some_and(|s| s.name().starts_with("video/") || s.name().starts_with("image/"))
 }
 
+/// The container's pixel aspect of one picture. For stereo video packed in one
+/// frame, Matroska's display size is one eye's view (so FFmpeg reads it): a
+/// side-by-side frame is shown twice as wide as its display size says, a
+/// top-bottom one twice as tall.
+fn stereo_par(s: &gst::StructureRef) -> Option<Par> {
+    let (n, d) = par_of(s)?;
+    Some(match s.get::<&str>("multiview-mode").unwrap_or("mono") {
+        "side-by-side" | "column-interleaved" | "checkerboard" => (n.saturating_mul(2), d),
+        "top-bottom" | "row-interleaved" => (n, d.saturating_mul(2)),
+        _ => (n, d),
+    })
+}
+
 /// On the demuxer's first video pad: keep the container's pixel aspect and
 /// take it off the caps, so the parser reports the codec's own.
 fn strip_container_par(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
@@ -133,7 +146,7 @@ fn strip_container_par(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
         if !is_video(caps) {
             return gst::PadProbeReturn::Remove;
         }
-        let Some(par) = caps.structure(0).and_then(par_of) else {
+        let Some(par) = caps.structure(0).and_then(stereo_par) else {
             return gst::PadProbeReturn::Ok;
         };
         if let Ok(mut seen) = seen.lock() {

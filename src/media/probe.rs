@@ -98,6 +98,11 @@ pub struct StreamProbe {
     /// `video`, `audio`, `subtitle` or `other`.
     pub kind: String,
     pub codec: Option<String>,
+    /// The stream the node transcodes: the first video and the first audio
+    /// stream, as players pick by default. Other tracks (a second angle or
+    /// language, timecode, metadata, subtitles) are listed but not used.
+    #[serde(default)]
+    pub selected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +122,17 @@ pub struct StreamProbe {
     pub sample_rate: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bitrate: Option<u32>,
+}
+
+impl Probe {
+    /// How long there are pictures: what stills, posters and storyboards are
+    /// taken from. The whole duration, or less when the video ends before the
+    /// audio (its last picture's end, `video_end_s`).
+    pub fn pictures_s(&self) -> f64 {
+        self.video_end_s
+            .filter(|e| *e > 0.0)
+            .map_or(self.duration_s, |e| e.min(self.duration_s))
+    }
 }
 
 /// Probes a local file without blocking the async runtime.
@@ -374,6 +390,7 @@ fn build_probe(
         }
         streams.push(StreamProbe {
             kind: if video.is_image() { "image" } else { "video" }.into(),
+            selected: false,
             codec: caps.as_ref().map(codec_name),
             width: Some(video.width()),
             height: Some(video.height()),
@@ -394,6 +411,7 @@ fn build_probe(
     for audio in info.audio_streams() {
         streams.push(StreamProbe {
             kind: "audio".into(),
+            selected: false,
             codec: audio.caps().as_ref().map(codec_name),
             width: None,
             height: None,
@@ -409,6 +427,7 @@ fn build_probe(
     for sub in info.subtitle_streams() {
         streams.push(StreamProbe {
             kind: "subtitle".into(),
+            selected: false,
             codec: sub.caps().as_ref().map(codec_name),
             width: None,
             height: None,
@@ -420,6 +439,11 @@ fn build_probe(
             sample_rate: None,
             bitrate: None,
         });
+    }
+    for kind in ["video", "audio"] {
+        if let Some(first) = streams.iter_mut().find(|s| s.kind == kind) {
+            first.selected = true;
+        }
     }
     if streams.is_empty() {
         return Err(MediaError::Malformed("no audio or video streams".into()));

@@ -38,7 +38,18 @@ pub fn to_running_time(pad: &gst::Pad, offset_ns: u64, stop_ns: Option<u64>) {
                         let Ok(time) = s.segment().clone().downcast::<gst::ClockTime>() else {
                             return gst::PadProbeReturn::Ok;
                         };
+                        let first = segment.is_none();
                         *segment = Some(time);
+                        if !first {
+                            // Downstream keeps the first one: times are running
+                            // time already, and a new segment would make
+                            // videorate close the old one (qtdemux sends one
+                            // where a file's fragments begin). `Handled`, not
+                            // `Drop`: a dropped sticky event would be pushed
+                            // again before the next buffer.
+                            info.data.take();
+                            return gst::PadProbeReturn::Handled;
+                        }
                         let mut zero = Segment::new();
                         zero.set_stop(stop_ns.map(gst::ClockTime::from_nseconds));
                         *event = gst::event::Segment::builder(&zero)

@@ -289,7 +289,7 @@ fn time_label(t: &Time) -> String {
 fn video(req: &Request, probe: &Probe, writer: &mut Writer) -> Result<(), StillsError> {
     let plan_orientation = orientation_of(probe);
     let color = color_plan(probe);
-    let duration = probe.duration_s;
+    let duration = probe.pictures_s();
     let grabber = FrameGrabber::open(
         req.input,
         plan_orientation,
@@ -517,7 +517,7 @@ pub fn make_from_frames(
     frames: std::sync::mpsc::Receiver<(usize, Frame)>,
 ) -> Result<Produced, StillsError> {
     let mut writer = Writer::new(req)?;
-    let duration = probe.duration_s;
+    let duration = probe.pictures_s();
     let mut candidates: Vec<Frame> = Vec::new();
     let mut sheets: Option<Sheets> = None;
     let mut handle = |i: usize, frame: Frame, writer: &mut Writer| -> Result<(), StillsError> {
