@@ -682,3 +682,261 @@ async fn process_runs_a_job_on_local_files() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_media"));
 }
+
+fn corpus(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(name)
+}
+
+fn ratio(text: &str) -> f64 {
+    let (n, d) = text.split_once('/').unwrap();
+    n.parse::<f64>().unwrap() / d.parse::<f64>().unwrap()
+}
+
+/// A handheld camera's H.264 clip: 90 kHz timescale, irregular sample
+/// durations, full-range 4:2:0 (androidx/media's trim_optimization_failure.mp4,
+/// ffprobe: r_frame_rate 359/12, 29.88 fps on average). GStreamer's caps
+/// declare 90000 fps; the node measures the frames and runs it at 29.97.
+#[tokio::test]
+async fn a_90_khz_camera_clip_runs_at_its_measured_rate() {
+    let node = Node::start().await;
+    let clip = std::fs::read(corpus("androidx-trim_optimization_failure.mp4")).unwrap();
+    node.upload("in/camera.mp4", clip).await;
+    let job = run_job(&node, "in/camera.mp4", "out/camera", json!({"probe": true})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let probe = &job["result"]["probe"];
+    assert_eq!(probe["fps"], 29.97, "{probe}");
+    assert!(probe["declared_fps"].as_f64().unwrap() > 1000.0, "{probe}");
+    assert_eq!(
+        (probe["width"].as_u64(), probe["height"].as_u64()),
+        (Some(518), Some(488))
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for (rung, w, h) in [("480p", 510, 480), ("360p", 382, 360)] {
+        let mp4 = node
+            .download(&format!("out/camera/{rung}.mp4"), tmp.path())
+            .await;
+        let out = ffprobe(mp4.to_str().unwrap());
+        let video = stream(&out, "video").unwrap();
+        assert_eq!(video["r_frame_rate"], "30000/1001", "{rung}: {video}");
+        let fps = ratio(video["avg_frame_rate"].as_str().unwrap());
+        assert!((fps - 29.97).abs() < 0.1, "{rung}: {fps} fps");
+        assert_eq!(
+            (video["width"].as_u64(), video["height"].as_u64()),
+            (Some(w), Some(h)),
+            "{rung}"
+        );
+    }
+}
+
+/// The shape of a Samsung super-slow-motion clip: square pixels in the stream,
+/// a track header whose presentation size has another shape (68x120 for
+/// 160x120 pictures), and a vendor trailer after the boxes. qtdemux makes a
+/// 17:40 pixel aspect up from the track header; FFmpeg and Chromium show
+/// 160x120, and so must the outputs.
+#[tokio::test]
+async fn a_track_header_of_another_shape_is_not_a_pixel_aspect() {
+    let node = Node::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = generate(
+        tmp.path(),
+        "slowmo.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=30:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    );
+    let mut data = std::fs::read(&clip).unwrap();
+    // The first tkhd is the video's (ffmpeg writes the video track first):
+    // its 16.16 width sits 76 bytes into a version-0 box body.
+    let tkhd = data.windows(4).position(|w| w == b"tkhd").unwrap();
+    assert_eq!(data[tkhd + 4], 0, "a version-0 tkhd");
+    let width_at = tkhd + 4 + 76;
+    assert_eq!(data[width_at..width_at + 4], (160u32 << 16).to_be_bytes());
+    data[width_at..width_at + 4].copy_from_slice(&(68u32 << 16).to_be_bytes());
+    data.extend_from_slice(b"\x00\x00\x01\x00SEFHvendor slow-motion data, no box\x00\x01\x02");
+    node.upload("in/slowmo.mp4", data).await;
+    let job = run_job(
+        &node,
+        "in/slowmo.mp4",
+        "out/slowmo",
+        json!({"probe": true, "thumbnails": {"times": ["auto"], "widths": [160], "formats": ["jpeg"]}}),
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let probe = &job["result"]["probe"];
+    assert_eq!(
+        (
+            probe["display_width"].as_u64(),
+            probe["display_height"].as_u64()
+        ),
+        (Some(160), Some(120)),
+        "{probe}"
+    );
+    assert_eq!(
+        (
+            probe["presentation_width"].as_u64(),
+            probe["presentation_height"].as_u64()
+        ),
+        (Some(68), Some(120)),
+        "{probe}"
+    );
+    assert_eq!(probe["streams"][0]["pixel_aspect"], "1:1", "{probe}");
+    let mp4 = node.download("out/slowmo/120p.mp4", tmp.path()).await;
+    let out = ffprobe(mp4.to_str().unwrap());
+    let video = stream(&out, "video").unwrap();
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(160), Some(120)),
+        "{video}"
+    );
+    assert_eq!(video["sample_aspect_ratio"], "1:1", "{video}");
+    // The picture itself, not squeezed into a pillarbox: frame for frame
+    // like the clip as ffmpeg made it, before its track header was changed.
+    let poster = job["result"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "poster")
+        .unwrap();
+    assert_eq!(
+        (poster["width"].as_u64(), poster["height"].as_u64()),
+        (Some(160), Some(120))
+    );
+    let want = common::media::rgb_samples(&clip, &[], None);
+    let got = common::media::rgb_samples(&mp4, &[], None);
+    let diff = common::media::mean_abs_diff(&want[0], &got[0]);
+    assert!(
+        diff < 8.0,
+        "the first frame differs by {diff} levels: squeezed?"
+    );
+}
+
+/// First packet time of the first stream of `kind`, edit lists applied.
+fn start_time(probe: &Value, kind: &str) -> f64 {
+    stream(probe, kind).unwrap()["start_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Every audio layout becomes stereo AAC-LC at 48 kHz, in sync: mono, 7.1 PCM
+/// at 96 kHz and 24 bits, 5.1 Opus, audio that starts half a second after the
+/// picture and audio that ends early.
+#[tokio::test]
+async fn audio_of_every_layout_becomes_stereo_aac_in_sync() {
+    let node = Node::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let video = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=3",
+    ];
+    let h264 = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    ];
+    // (name, audio input args, audio codec args, audio starts after video by)
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>, f64)> = vec![
+        (
+            "mono.mp4",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=500:sample_rate=44100:duration=3",
+            ],
+            vec!["-c:a", "aac", "-ac", "1"],
+            0.0,
+        ),
+        (
+            "pcm71.mov",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=300:sample_rate=96000:duration=3",
+            ],
+            vec!["-c:a", "pcm_s24le", "-ac", "8"],
+            0.0,
+        ),
+        (
+            "opus51.mkv",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=700:sample_rate=48000:duration=3",
+            ],
+            vec!["-c:a", "libopus", "-ac", "6", "-mapping_family", "1"],
+            0.0,
+        ),
+        (
+            "late.mp4",
+            vec![
+                "-itsoffset",
+                "0.5",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=2.5",
+            ],
+            vec!["-c:a", "aac"],
+            0.5,
+        ),
+        (
+            "short.mp4",
+            vec!["-f", "lavfi", "-i", "sine=duration=1.5"],
+            vec!["-c:a", "aac"],
+            0.0,
+        ),
+    ];
+    for (name, audio_in, audio_codec, offset) in &cases {
+        let mut args: Vec<&str> = video.to_vec();
+        args.extend(audio_in);
+        args.extend(h264);
+        args.extend(audio_codec);
+        let clip = generate(tmp.path(), name, &args);
+        let key = format!("in/{name}");
+        node.upload(&key, std::fs::read(&clip).unwrap()).await;
+        let job = run_job(&node, &key, &format!("out/{name}"), json!({})).await;
+        assert_eq!(job["status"], "succeeded", "{name}: {job}");
+        let mp4 = node
+            .download(&format!("out/{name}/240p.mp4"), tmp.path())
+            .await;
+        let out = ffprobe(mp4.to_str().unwrap());
+        let audio = stream(&out, "audio").unwrap_or_else(|| panic!("{name}: no audio"));
+        assert_eq!(audio["codec_name"], "aac", "{name}");
+        assert_eq!(audio["profile"], "LC", "{name}");
+        assert_eq!(audio["channels"], 2, "{name}");
+        assert_eq!(audio["sample_rate"], "48000", "{name}");
+        // A/V as in the input, within a frame (40 ms at 25 fps).
+        let sync = start_time(&out, "audio") - start_time(&out, "video");
+        assert!(
+            (sync - offset).abs() <= 0.04,
+            "{name}: audio starts {sync} s after video"
+        );
+    }
+}
