@@ -39,6 +39,8 @@ pub struct VideoTrack {
     pub pixel_aspect: Option<(u32, u32)>,
     /// The track has an edit list (`edts`).
     pub edit_list: bool,
+    /// The largest chunk offset of `stco`/`co64`: where the last samples start.
+    pub last_chunk_offset: Option<u64>,
 }
 
 struct BoxHeader {
@@ -77,6 +79,17 @@ pub fn inspect(path: &Path, file_size: u64) -> Result<Option<VideoTrack>, MediaE
             file.read_exact(&mut moov).map_err(read_error)?;
             track = first_video_track(&moov);
         }
+    }
+    // A file cut short whose `moov` comes last (a `moov` rewritten after an
+    // interrupted copy, a test file cut at a round size): every box fits, but
+    // the sample table points past the end.
+    if let Some(at) = track.as_ref().and_then(|t| t.last_chunk_offset)
+        && at >= file_size
+    {
+        return Err(MediaError::Malformed(format!(
+            "truncated: the video's samples run to byte {at}, \
+             but the file ends after {file_size} bytes"
+        )));
     }
     Ok(track)
 }
@@ -224,8 +237,9 @@ fn video_track(trak: &[u8], mdia: &[u8]) -> VideoTrack {
     if let Some(tkhd) = child(trak, b"tkhd") {
         read_tkhd(tkhd, &mut track);
     }
-    let entry = child(mdia, b"minf")
-        .and_then(|minf| child(minf, b"stbl"))
+    let stbl = child(mdia, b"minf").and_then(|minf| child(minf, b"stbl"));
+    track.last_chunk_offset = stbl.and_then(last_chunk_offset);
+    let entry = stbl
         .and_then(|stbl| child(stbl, b"stsd"))
         // stsd: version+flags (4), entry_count (4), then the entries as boxes.
         .and_then(|stsd| stsd.get(8..))
@@ -234,6 +248,26 @@ fn video_track(trak: &[u8], mdia: &[u8]) -> VideoTrack {
         read_sample_entry(kind, body, &mut track);
     }
     track
+}
+
+/// The largest offset in `stco` (32-bit) or `co64` (64-bit): version and
+/// flags (4), entry count (4), then the offsets. `None` without entries (a
+/// fragmented file keeps its samples in fragments).
+fn last_chunk_offset(stbl: &[u8]) -> Option<u64> {
+    let (table, width) = match child(stbl, b"stco") {
+        Some(t) => (t, 4),
+        None => (child(stbl, b"co64")?, 8),
+    };
+    let count = be_u32(table, 4)? as usize;
+    let entries = table.get(8..)?;
+    entries
+        .chunks_exact(width)
+        .take(count)
+        .map(|e| match width {
+            4 => u64::from(u32::from_be_bytes(e.try_into().unwrap_or_default())),
+            _ => u64::from_be_bytes(e.try_into().unwrap_or_default()),
+        })
+        .max()
 }
 
 /// `tkhd` body: version and flags, times and ids (20 or 32 bytes), then
@@ -428,6 +462,51 @@ mod tests {
         assert_eq!(track.sample_entry.as_deref(), Some("avc1"));
         assert_eq!(track.coded_size, Some((160, 120)));
         assert_eq!(track.pixel_aspect, Some((4, 3)));
+        assert_eq!(track.last_chunk_offset, None);
+    }
+
+    #[test]
+    fn chunk_offsets_past_the_end_are_a_truncation() {
+        let stbl = |kind: &[u8; 4], offsets: &[u64]| {
+            let mut t = vec![0, 0, 0, 0];
+            t.extend((offsets.len() as u32).to_be_bytes());
+            for o in offsets {
+                match kind {
+                    b"stco" => t.extend((*o as u32).to_be_bytes()),
+                    _ => t.extend(o.to_be_bytes()),
+                }
+            }
+            boxed(kind, &t)
+        };
+        assert_eq!(
+            last_chunk_offset(&stbl(b"stco", &[48, 9000, 700])),
+            Some(9000)
+        );
+        assert_eq!(
+            last_chunk_offset(&stbl(b"co64", &[1 << 33, 48])),
+            Some(1 << 33)
+        );
+        assert_eq!(last_chunk_offset(&stbl(b"stco", &[])), None);
+
+        // mdat and moov both fit, but the samples start past the end of the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.mp4");
+        let mut trak_body = Vec::new();
+        let mut hdlr = vec![0u8; 8];
+        hdlr.extend_from_slice(b"vide");
+        let minf = boxed(b"minf", &boxed(b"stbl", &stbl(b"stco", &[16, 1_000_000])));
+        let mut mdia = boxed(b"hdlr", &hdlr);
+        mdia.extend(minf);
+        trak_body.extend(boxed(b"mdia", &mdia));
+        let mut file = boxed(b"ftyp", b"isom\0\0\0\0");
+        file.extend(boxed(b"mdat", &[0u8; 64]));
+        file.extend(boxed(b"moov", &boxed(b"trak", &trak_body)));
+        std::fs::write(&path, &file).unwrap();
+        let err = inspect(&path, file.len() as u64).unwrap_err();
+        assert!(
+            matches!(&err, MediaError::Malformed(m) if m.contains("run to byte 1000000")),
+            "{err:?}"
+        );
     }
 
     #[test]
