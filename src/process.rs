@@ -70,7 +70,10 @@ pub async fn run(
     out: &Path,
     cancel: CancellationToken,
 ) -> Result<Value, ProcessError> {
-    media::init().map_err(|e| ProcessError::new(e.code(), e.to_string()))?;
+    media::init().map_err(|e| match RunError::from(e) {
+        RunError::Failed { code, message, .. } => ProcessError::new(code.as_str(), message),
+        RunError::Canceled => ProcessError::new("canceled", "interrupted"),
+    })?;
     let presets = Presets::load(config.pipelines_dir.as_deref())
         .map_err(|e| ProcessError::new("invalid_presets", e.to_string()))?;
     let spec = read_spec(spec_path, &presets)?;
@@ -128,6 +131,9 @@ pub async fn run(
     match outcome {
         Ok(result) => Ok(result),
         Err(RunError::Canceled) => Err(ProcessError::new("canceled", "interrupted")),
-        Err(RunError::Failed { code, message, .. }) => Err(ProcessError { code, message }),
+        Err(RunError::Failed { code, message, .. }) => Err(ProcessError {
+            code: code.as_str().to_string(),
+            message,
+        }),
     }
 }

@@ -132,7 +132,8 @@ async fn transient_failures_retry_with_backoff_then_fail() {
     let job = node.wait_done(&id, LIMIT).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["attempts"], 3);
-    assert_eq!(job["error"]["code"], "test_transient");
+    assert_eq!(job["error"]["code"], "store_unavailable");
+    assert_eq!(job["error"]["message"], "test job asked to fail");
 }
 
 #[tokio::test]

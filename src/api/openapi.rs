@@ -12,6 +12,7 @@ use super::live::{
     CreatedStream, NewStream, PinList, PinView, RenditionView, StreamList, StreamView,
 };
 use super::objects::ObjectView;
+use crate::jobs::error::ErrorCode;
 use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
 use crate::jobs::spec::{InputSpec, JobSpec, RenditionsSpec};
 use crate::live::pins::PinSpec;
@@ -53,7 +54,7 @@ use crate::validation::FieldError;
         super::health::metrics,
     ),
     components(schemas(
-        JobSpec, InputSpec, JobView, JobStatus, JobErrorInfo, JobList, FieldError, Problem,
+        JobSpec, InputSpec, JobView, JobStatus, JobErrorInfo, ErrorCode, JobList, FieldError, Problem,
         ObjectView, Probe, StreamProbe, Health, Readiness, Check, RenditionsSpec, Format,
         Output, Mp4Output, HlsOutput, HlsVariant, Skipped, ThumbnailsSpec, StoryboardSpec,
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,

@@ -51,7 +51,7 @@ impl JobStatus {
 /// Why a job failed: a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobErrorInfo {
-    pub code: String,
+    pub code: super::error::ErrorCode,
     pub message: String,
 }
 

@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
+use super::error::ErrorCode;
+pub use super::error::RunError;
 use super::spec::{JobSpec, RenditionsSpec};
 use crate::config::LimitsConfig;
+use crate::media;
 use crate::media::probe::Probe;
 use crate::media::transcode;
-use crate::media::{self, MediaError};
 use crate::output::{FileKind, ProducedFile};
 use crate::overlay;
 use crate::presets::Presets;
@@ -68,64 +70,6 @@ pub struct JobContext {
     pub cancel: CancellationToken,
 }
 
-/// How a run failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RunError {
-    /// Stopped on request; not an error of the job.
-    #[error("canceled")]
-    Canceled,
-    #[error("{code}: {message}")]
-    Failed {
-        /// Stable machine-readable code.
-        code: String,
-        message: String,
-        /// Worth another attempt (storage hiccup, timeout); otherwise the input or
-        /// spec is at fault and retrying cannot help.
-        transient: bool,
-    },
-}
-
-impl RunError {
-    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
-        RunError::Failed {
-            code: code.into(),
-            message: message.into(),
-            transient: false,
-        }
-    }
-    pub fn transient(code: &str, message: impl Into<String>) -> Self {
-        RunError::Failed {
-            code: code.into(),
-            message: message.into(),
-            transient: true,
-        }
-    }
-}
-
-impl From<MediaError> for RunError {
-    fn from(err: MediaError) -> Self {
-        if err.is_transient() {
-            RunError::transient(err.code(), err.to_string())
-        } else {
-            RunError::permanent(err.code(), err.to_string())
-        }
-    }
-}
-
-/// Store errors while writing outputs or reading inputs other than the main one.
-impl From<StoreError> for RunError {
-    fn from(err: StoreError) -> Self {
-        match &err {
-            StoreError::NotFound(_) => RunError::permanent("object_not_found", err.to_string()),
-            StoreError::TooLarge { .. } => RunError::permanent("object_too_large", err.to_string()),
-            StoreError::InvalidKey(_) => RunError::permanent("invalid_key", err.to_string()),
-            StoreError::Unavailable(_) | StoreError::Io(_) => {
-                RunError::transient("store_unavailable", err.to_string())
-            }
-        }
-    }
-}
-
 /// Runs one job to its result (the job's `result` JSON).
 pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError> {
     #[cfg(feature = "test-support")]
@@ -156,7 +100,7 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     let probe = if photo {
         if spec.renditions.is_some() || spec.storyboard.is_some() {
             return Err(RunError::permanent(
-                "not_a_video",
+                ErrorCode::NotAVideo,
                 "the input is a photo: renditions and storyboards need a video",
             ));
         }
@@ -173,7 +117,7 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         }
         if wants_stills && probe.width.is_none() {
             return Err(RunError::permanent(
-                "no_video",
+                ErrorCode::NoVideo,
                 "the input has no video stream to take stills from",
             ));
         }
@@ -239,8 +183,8 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         if let Some((task, _)) = task {
             let made = task
                 .await
-                .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?;
-            stills = Some(made.map_err(stills_error)?);
+                .map_err(|e| RunError::permanent(ErrorCode::InternalPanic, e.to_string()))?;
+            stills = Some(made.map_err(RunError::from)?);
         }
         outputs.extend(made);
         files.extend(produced);
@@ -304,7 +248,7 @@ fn resolve_stills(
         .map(Some)
         .ok_or_else(|| {
             RunError::permanent(
-                "spec_invalid",
+                ErrorCode::SpecInvalid,
                 errors
                     .iter()
                     .map(|e| format!("{}: {}", e.field, e.message))
@@ -312,16 +256,6 @@ fn resolve_stills(
                     .join("; "),
             )
         })
-}
-
-fn stills_error(e: StillsError) -> RunError {
-    match e {
-        StillsError::Still(e) => RunError::permanent(e.code(), e.to_string()),
-        StillsError::Media(e) => e.into(),
-        StillsError::StoryboardNeedsVideo => RunError::permanent("not_a_video", e.to_string()),
-        StillsError::Io(m) => RunError::transient("work_dir_error", m),
-        StillsError::Canceled => RunError::Canceled,
-    }
 }
 
 fn still_limits(ctx: &JobContext) -> StillLimits {
@@ -395,7 +329,7 @@ async fn run_stills(
     let _permit = thumbnail::PERMITS
         .acquire()
         .await
-        .map_err(|e| RunError::transient("internal", e.to_string()))?;
+        .map_err(|e| RunError::transient(ErrorCode::Internal, e.to_string()))?;
     let (input, probe, storyboard) = (input.to_path_buf(), probe.cloned(), spec.storyboard.clone());
     let (work_dir, prefix, cancel) = (ctx.work_dir.clone(), prefix.to_string(), ctx.cancel.clone());
     let limits = still_limits(ctx);
@@ -417,19 +351,19 @@ async fn run_stills(
         })
     })
     .await
-    .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?;
-    outcome.map_err(stills_error)
+    .map_err(|e| RunError::permanent(ErrorCode::InternalPanic, e.to_string()))?;
+    outcome.map_err(RunError::from)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<Value, RunError> {
-    serde_json::to_value(value).map_err(|e| RunError::permanent("internal", e.to_string()))
+    serde_json::to_value(value).map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))
 }
 
 /// Refuses inputs over the configured limits before any decoding.
 fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
     if probe.duration_s > limits.max_duration_s {
         return Err(RunError::permanent(
-            "input_too_long",
+            ErrorCode::InputTooLong,
             format!(
                 "the input lasts {:.1} s; the limit is {:.0} s",
                 probe.duration_s, limits.max_duration_s
@@ -440,7 +374,7 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
         let pixels = u64::from(w) * u64::from(h);
         if pixels > limits.max_pixels {
             return Err(RunError::permanent(
-                "resolution_too_large",
+                ErrorCode::ResolutionTooLarge,
                 format!(
                     "the input is {w}x{h} ({pixels} pixels); the limit is {} pixels",
                     limits.max_pixels
@@ -452,7 +386,7 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
         && fps > limits.max_fps
     {
         return Err(RunError::permanent(
-            "frame_rate_too_high",
+            ErrorCode::FrameRateTooHigh,
             format!(
                 "the input runs at {fps} fps; the limit is {} fps",
                 limits.max_fps
@@ -470,12 +404,12 @@ fn plan_transcode(
 ) -> Result<transcode::Plan, RunError> {
     let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
         RunError::permanent(
-            "spec_invalid",
+            ErrorCode::SpecInvalid,
             format!("ladder `{}` is no longer configured", spec.ladder),
         )
     })?;
     let plan = transcode::plan::plan(probe, ladder, spec.rungs.as_deref(), &spec.formats)
-        .map_err(|e| RunError::permanent("no_video", e.to_string()))?;
+        .map_err(|e| RunError::permanent(ErrorCode::NoVideo, e.to_string()))?;
     info!(
         rungs = ?plan.video.rungs.iter().map(|r| format!("{}={}x{}", r.name, r.width, r.height)).collect::<Vec<_>>(),
         skipped = plan.skipped.len(),
@@ -553,8 +487,8 @@ async fn prepare_tags(
         overlay::prepare(&tags, &presets, &fonts, &images, &targets, duration)
     })
     .await
-    .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?
-    .map_err(|e| RunError::permanent(e.code(), e.to_string()))?;
+    .map_err(|e| RunError::permanent(ErrorCode::InternalPanic, e.to_string()))?
+    .map_err(RunError::from)?;
     info!(
         tags = prepared.tags.len(),
         renditions = prepared.burn_ins.len(),
@@ -588,13 +522,13 @@ async fn fetch_tag_images(
             Ok(_) => {}
             Err(StoreError::NotFound(_)) => {
                 return Err(RunError::permanent(
-                    "tag_image_not_found",
+                    ErrorCode::TagImageNotFound,
                     format!("no product photo at `{key}`"),
                 ));
             }
             Err(StoreError::TooLarge { .. }) => {
                 return Err(RunError::permanent(
-                    "tag_image_invalid",
+                    ErrorCode::TagImageInvalid,
                     format!(
                         "product photo `{key}` is larger than {} bytes",
                         ctx.limits.max_image_bytes
@@ -614,9 +548,12 @@ async fn fetch_tag_images(
             thumbnail::still::load(&path, &limits, &[size])
         })
         .await
-        .map_err(|e| RunError::permanent("internal_panic", e.to_string()))?
+        .map_err(|e| RunError::permanent(ErrorCode::InternalPanic, e.to_string()))?
         .map_err(|e| {
-            RunError::permanent("tag_image_invalid", format!("product photo `{key}`: {e}"))
+            RunError::permanent(
+                ErrorCode::TagImageInvalid,
+                format!("product photo `{key}`: {e}"),
+            )
         })?;
         images.insert(key.as_str().to_string(), product_image(decoded));
     }
@@ -660,7 +597,7 @@ fn write_tag_files(
 ) -> Result<(Vec<overlay::TagOutput>, Vec<ProducedFile>), RunError> {
     let dir = ctx.work_dir.join("out").join("tags");
     std::fs::create_dir_all(&dir)
-        .map_err(|e| RunError::transient("work_dir_error", e.to_string()))?;
+        .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
     let (w, h) = tags.frame;
     let docs = [
         ("tags.json", overlay::timed::sidecar(&tags.tags, w, h)),
@@ -671,7 +608,7 @@ fn write_tag_files(
     for (name, text) in docs {
         let path = dir.join(name);
         std::fs::write(&path, &text)
-            .map_err(|e| RunError::transient("work_dir_error", e.to_string()))?;
+            .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
         let rel = format!("tags/{name}");
         let entry = overlay::TagsOutput {
             key: crate::output::join_key(prefix, &rel),
@@ -705,7 +642,7 @@ async fn publish(files: &[ProducedFile], prefix: &str, ctx: &JobContext) -> Resu
                 ObjectKey::parse(format!("{prefix}/{}", f.rel_key))
             };
             key.map(|k| (k, f))
-                .map_err(|e| RunError::permanent("invalid_key", e.to_string()))
+                .map_err(|e| RunError::permanent(ErrorCode::InvalidKey, e.to_string()))
         })
         .collect::<Result<_, _>>()?;
     let state = PublishState {
@@ -805,19 +742,19 @@ async fn fetch_input(key: &ObjectKey, ctx: &JobContext) -> Result<PathBuf, RunEr
     if let Some(path) = &ctx.input_override {
         return match tokio::fs::metadata(path).await {
             Ok(md) if md.len() > max => Err(RunError::permanent(
-                "input_too_large",
+                ErrorCode::InputTooLarge,
                 format!("input is larger than the limit of {max} bytes"),
             )),
             Ok(md) if md.is_file() => Ok(path.clone()),
             _ => Err(RunError::permanent(
-                "input_not_found",
+                ErrorCode::InputNotFound,
                 format!("no file at {}", path.display()),
             )),
         };
     }
     let too_large = || {
         RunError::permanent(
-            "input_too_large",
+            ErrorCode::InputTooLarge,
             format!("input `{key}` is larger than the limit of {max} bytes"),
         )
     };
@@ -838,7 +775,7 @@ async fn fetch_input(key: &ObjectKey, ctx: &JobContext) -> Result<PathBuf, RunEr
 }
 
 fn input_not_found(key: &ObjectKey) -> RunError {
-    RunError::permanent("input_not_found", format!("no object at `{key}`"))
+    RunError::permanent(ErrorCode::InputNotFound, format!("no object at `{key}`"))
 }
 
 #[cfg(feature = "test-support")]
@@ -858,7 +795,7 @@ async fn test_behaviour(test: &super::spec::TestSpec, ctx: &JobContext) -> Resul
     }
     if test.fail_transient {
         return Err(RunError::transient(
-            "test_transient",
+            ErrorCode::StoreUnavailable,
             "test job asked to fail",
         ));
     }

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::error::ErrorCode;
 use super::model::{Job, JobErrorInfo};
 use super::queue::{DynQueue, Finish, Heartbeat};
 use super::runner::{self, JobContext, ProgressSink, RunError};
@@ -138,7 +139,7 @@ impl Worker {
         let finish = match serde_json::from_value::<JobSpec>(job.spec.clone()) {
             Ok(spec) => self.supervise(&job, spec).await,
             Err(err) => Some(Finish::Failed(JobErrorInfo {
-                code: "spec_invalid".into(),
+                code: ErrorCode::SpecInvalid,
                 message: format!("the stored spec no longer parses: {err}"),
             })),
         };
@@ -168,7 +169,7 @@ impl Worker {
         metrics.observe_job(outcome, started.elapsed());
         match &finish {
             Finish::Succeeded(result) => metrics.observe_outputs(result),
-            Finish::Failed(e) => metrics.observe_failure(&e.code),
+            Finish::Failed(e) => metrics.observe_failure(e.code.as_str()),
             _ => {}
         }
         match deps.queue.finish(job.id, &self.owner, finish).await {
@@ -194,7 +195,7 @@ impl Worker {
         if let Err(err) = tokio::fs::create_dir_all(&work_dir).await {
             return Some(Finish::Retry {
                 error: JobErrorInfo {
-                    code: "work_dir_unavailable".into(),
+                    code: ErrorCode::WorkDirUnavailable,
                     message: err.to_string(),
                 },
                 delay: retry_delay(jobs_config, job.attempts),
@@ -268,11 +269,11 @@ impl Worker {
         let outcome = match joined {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(panic)) => Err(RunError::permanent(
-                "internal_panic",
+                ErrorCode::InternalPanic,
                 format!("the job panicked: {}", panic_message(&panic)),
             )),
             Err(join_err) => Err(RunError::permanent(
-                "internal_panic",
+                ErrorCode::InternalPanic,
                 format!("the job task failed: {join_err}"),
             )),
         };
@@ -281,7 +282,7 @@ impl Worker {
             Err(RunError::Canceled) if timed_out => self.failure(
                 job,
                 RunError::transient(
-                    "job_timeout",
+                    ErrorCode::JobTimeout,
                     format!("the job ran longer than {} ms", jobs_config.timeout_ms),
                 ),
             ),

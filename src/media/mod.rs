@@ -76,26 +76,6 @@ pub enum MediaError {
     Internal(String),
 }
 
-impl MediaError {
-    /// Stable code reported in failed jobs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            MediaError::NotMedia => "not_media",
-            MediaError::UnsupportedContainer(_) => "unsupported_container",
-            MediaError::UnsupportedCodec(_) => "unsupported_codec",
-            MediaError::Malformed(_) => "malformed_input",
-            MediaError::Timeout(_) => "probe_timeout",
-            MediaError::Io(_) => "work_dir_error",
-            MediaError::Internal(_) => "media_error",
-        }
-    }
-
-    /// Worth another attempt: local disk trouble may pass; bad input never does.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, MediaError::Io(_))
-    }
-}
-
 static INIT: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Initialises GStreamer once per process and applies the autoplug allow-list.

@@ -63,18 +63,6 @@ pub enum OverlayError {
     Layout(#[from] LayoutError),
 }
 
-impl OverlayError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            OverlayError::Fonts(_) => "tag_fonts_unavailable",
-            OverlayError::MissingGlyphs { .. } => "tag_glyphs_missing",
-            OverlayError::OutsideVideo { .. } => "tag_outside_video",
-            OverlayError::Invalid { .. } => "spec_invalid",
-            OverlayError::Layout(e) => e.code(),
-        }
-    }
-}
-
 /// An entry of `result.outputs` for the timed data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -18,6 +18,7 @@ use super::{
     QueueError, QueueResult, WebhookDelivery,
 };
 use crate::clock::now_ms;
+use crate::jobs::error::ErrorCode;
 use crate::jobs::model::{Job, JobErrorInfo, JobStatus};
 
 /// Schema changes, applied in order once each. Never edit a released entry: add one.
@@ -102,7 +103,9 @@ fn job_from_row(row: &SqliteRow) -> QueueResult<Job> {
         attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")?.max(0) as u32,
         error: error_code.map(|code| JobErrorInfo {
-            code,
+            // Codes are written by this binary; one it no longer knows (a
+            // newer node's, say) reads as `internal` rather than failing the row.
+            code: ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
             message: error_message.unwrap_or_default(),
         }),
         result: result
@@ -300,7 +303,7 @@ impl JobQueue for SqliteQueue {
                      lease_owner = NULL, lease_expires_at = NULL, finished_at = ?, \
                      updated_at = ?"
                 ))
-                .bind(&error.code)
+                .bind(error.code.as_str())
                 .bind(&error.message)
                 .bind(now)
                 .bind(now),
@@ -321,7 +324,7 @@ impl JobQueue for SqliteQueue {
                      lease_owner = NULL, lease_expires_at = NULL, run_after = ?, \
                      updated_at = ?"
                 ))
-                .bind(&error.code)
+                .bind(error.code.as_str())
                 .bind(&error.message)
                 .bind(now + ms(*delay))
                 .bind(now),
@@ -401,13 +404,14 @@ impl JobQueue for SqliteQueue {
         .fetch_all(&mut *tx)
         .await?;
         let exhausted = sqlx::query(
-            "UPDATE jobs SET status = 'failed', error_code = 'attempts_exhausted', \
+            "UPDATE jobs SET status = 'failed', error_code = ?2, \
              error_message = 'the job stopped without finishing (its node died) on every attempt', \
              lease_owner = NULL, lease_expires_at = NULL, finished_at = ?1, updated_at = ?1 \
              WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= max_attempts \
              RETURNING id, callback_url",
         )
         .bind(now)
+        .bind(ErrorCode::AttemptsExhausted.as_str())
         .fetch_all(&mut *tx)
         .await?;
         let count = (canceled.len() + exhausted.len()) as u64;
@@ -565,7 +569,7 @@ mod tests {
         assert_eq!(q.reap_expired().await.unwrap(), 1);
         let failed = q.get(first.id).await.unwrap().unwrap();
         assert_eq!(failed.status, JobStatus::Failed);
-        assert_eq!(failed.error.unwrap().code, "attempts_exhausted");
+        assert_eq!(failed.error.unwrap().code, ErrorCode::AttemptsExhausted);
     }
 
     #[tokio::test]
@@ -574,7 +578,7 @@ mod tests {
         q.enqueue(new_job(None)).await.unwrap();
         let job = q.claim("w", LEASE).await.unwrap().unwrap();
         let error = JobErrorInfo {
-            code: "store_unavailable".into(),
+            code: ErrorCode::StoreUnavailable,
             message: "down".into(),
         };
         let delay = Duration::from_secs(60);
