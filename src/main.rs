@@ -52,10 +52,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The media step of one job, in a child of the node (internal).
+    #[command(hide = true)]
+    Work {
+        /// The job this process works for (so `ps` shows it).
+        #[arg(long)]
+        job: uuid::Uuid,
+        /// The job's work dir, holding its request.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The child reads everything from its request, nothing from the
+    // environment (which the node cleared).
+    if let Command::Work { job, dir } = &cli.command {
+        return media_node::jobs::runner::child::work_main(*job, dir);
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -101,7 +116,9 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Check => check(config).await,
             Command::Process { input, spec, out } => process(config, input, spec, out).await,
-            Command::Config | Command::Openapi => unreachable!("handled above"),
+            Command::Config | Command::Openapi | Command::Work { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// How a published file should be cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FileKind {
     /// MP4s, segments and stills: never change under their key.
     Media,
@@ -12,7 +13,7 @@ pub enum FileKind {
 }
 
 /// A file to publish.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProducedFile {
     /// Key below the output prefix.
     pub rel_key: String,

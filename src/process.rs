@@ -122,6 +122,8 @@ pub async fn run(
         tag_fonts: config.tag_fonts.0.clone(),
         input_override: Some(input),
         work_dir,
+        pipelines_dir: config.pipelines_dir.clone(),
+        log: config.log.clone(),
         progress,
         cancel,
     };

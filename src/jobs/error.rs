@@ -84,11 +84,13 @@ pub enum ErrorCode {
     TagImageNotFound,
     /// A tag's product photo is no image this node reads, or too large.
     TagImageInvalid,
+    /// The media process died of a signal (a decoder crashed) on every attempt.
+    MediaCrashed,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InputNotFound,
         ErrorCode::InputTooLarge,
         ErrorCode::InputTooLong,
@@ -121,6 +123,7 @@ impl ErrorCode {
         ErrorCode::TagFontsUnavailable,
         ErrorCode::TagImageNotFound,
         ErrorCode::TagImageInvalid,
+        ErrorCode::MediaCrashed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +160,7 @@ impl ErrorCode {
             ErrorCode::TagFontsUnavailable => "tag_fonts_unavailable",
             ErrorCode::TagImageNotFound => "tag_image_not_found",
             ErrorCode::TagImageInvalid => "tag_image_invalid",
+            ErrorCode::MediaCrashed => "media_crashed",
         }
     }
 

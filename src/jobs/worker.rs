@@ -30,6 +30,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::DynStore;
 
+/// Attempts after which a job whose media process crashed fails (`media_crashed`).
+const CRASHED_ATTEMPTS: u32 = 2;
+
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub queue: DynQueue,
@@ -229,6 +232,8 @@ impl Worker {
             tag_fonts: deps.config.tag_fonts.0.clone(),
             input_override: None,
             work_dir: work_dir.clone(),
+            pipelines_dir: deps.config.pipelines_dir.clone(),
+            log: deps.config.log.clone(),
             progress: progress_sink,
             cancel: cancel.clone(),
         };
@@ -310,8 +315,11 @@ impl Worker {
         else {
             return Finish::Canceled;
         };
+        // A crash is retried once: a decoder that crashed twice on the same
+        // input will crash again.
+        let crashed_enough = code == ErrorCode::MediaCrashed && job.attempts >= CRASHED_ATTEMPTS;
         let error = JobErrorInfo { code, message };
-        if transient && job.attempts < job.max_attempts {
+        if transient && job.attempts < job.max_attempts && !crashed_enough {
             Finish::Retry {
                 error,
                 delay: retry_delay(&self.deps.config.jobs, job.attempts),

@@ -1,85 +1,64 @@
-//! Running one job: spec in, result out, progress through a callback.
+//! The media step of a job, in the child process: probe, transcode (with tags
+//! burnt in and stills tapped from its decode), stills, storyboards, photos.
 //!
-//! [`execute`] is the single boundary between the queue machinery (leases, retries,
-//! webhooks) and media work. It touches nothing but its arguments, so it can later
-//! move into a sandboxed child process without changing either side.
+//! It reads only the files [`super::fetch`] put in the work dir and writes its
+//! outputs there; it knows no store, no queue and no secret. [`run`] returns
+//! the job's result and the files to publish.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
-use super::error::ErrorCode;
-pub use super::error::RunError;
-use super::spec::{JobSpec, RenditionsSpec};
+use super::{ProgressSink, RunError};
 use crate::config::LimitsConfig;
+use crate::jobs::error::ErrorCode;
+use crate::jobs::spec::{JobSpec, RenditionsSpec};
 use crate::media;
 use crate::media::probe::Probe;
 use crate::media::transcode;
 use crate::output::{FileKind, ProducedFile};
 use crate::overlay;
 use crate::presets::Presets;
-use crate::store::{DynStore, ObjectKey, PutOptions, StoreError, Visibility, content_type_for};
 use crate::thumbnail::{self, StillsError, still::StillLimits};
 
-/// Uploads of one job's outputs in flight at once.
-const UPLOAD_CONCURRENCY: usize = 8;
-/// Published media never changes under its key (a re-run writes the same bytes).
-const MEDIA_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
-/// VOD playlists may be rewritten by a re-run; keep them short-lived in caches.
-const PLAYLIST_CACHE_CONTROL: &str = "public, max-age=60";
-
-/// Receives progress in percent (0-100) from a running job.
+/// What the media step may use.
 #[derive(Clone)]
-pub struct ProgressSink(Arc<dyn Fn(u8) + Send + Sync>);
-
-impl ProgressSink {
-    pub fn new(f: impl Fn(u8) + Send + Sync + 'static) -> Self {
-        ProgressSink(Arc::new(f))
-    }
-    pub fn discard() -> Self {
-        ProgressSink::new(|_| {})
-    }
-    pub fn report(&self, percent: u8) {
-        (self.0)(percent.min(100))
-    }
-}
-
-/// Everything a job may use while it runs.
-#[derive(Clone)]
-pub struct JobContext {
+pub struct MediaContext {
     pub job_id: Uuid,
-    pub store: DynStore,
-    pub presets: std::sync::Arc<Presets>,
+    pub presets: Arc<Presets>,
     pub limits: LimitsConfig,
     /// Fallback fonts for tag text (`tag_fonts`).
     pub tag_fonts: Vec<PathBuf>,
-    /// Read the input from this local file instead of the store (`media-node
-    /// process`).
-    pub input_override: Option<PathBuf>,
-    /// A directory of this run's own, removed when the run ends.
+    /// The job's work dir: the fetched files are here, outputs go below `out/`.
     pub work_dir: PathBuf,
     pub progress: ProgressSink,
-    /// Fires when the job is canceled (by a user, a lost lease, a timeout or shutdown).
+    /// Fires when the job is canceled.
     pub cancel: CancellationToken,
 }
 
-/// Runs one job to its result (the job's `result` JSON).
-pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError> {
-    #[cfg(feature = "test-support")]
-    if let Some(test) = &spec.test {
-        test_behaviour(test, ctx).await?;
-    }
+/// What the media step made: the job's result, and the files to publish below
+/// the output prefix.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Made {
+    pub result: Map<String, Value>,
+    pub prefix: String,
+    pub files: Vec<ProducedFile>,
+}
 
-    let input = fetch_input(&spec.input.key, ctx).await?;
-    ctx.progress.report(2);
-    check_canceled(ctx)?;
+/// Runs the media work of `spec` on the fetched `input` and `tag_images`.
+pub async fn run(
+    spec: &JobSpec,
+    input: &Path,
+    tag_images: &BTreeMap<String, PathBuf>,
+    ctx: &MediaContext,
+) -> Result<Made, RunError> {
+    let input = input.to_path_buf();
 
     let prefix = spec
         .output_prefix
@@ -136,7 +115,7 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         let tags = if spec.tags.is_empty() {
             None
         } else {
-            let prepared = prepare_tags(spec, probe, &plan, ctx).await?;
+            let prepared = prepare_tags(spec, tag_images, probe, &plan, ctx).await?;
             poster_windows = prepared.windows();
             Some(prepared)
         };
@@ -224,21 +203,20 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
             );
         }
     }
-    if !files.is_empty() {
-        ctx.progress.report(90);
-        publish(&files, &prefix, ctx).await?;
-    }
     if spec.renditions.is_some() || wants_stills {
         result.insert("outputs".into(), Value::Array(outputs));
     }
-    ctx.progress.report(100);
-    Ok(Value::Object(result))
+    Ok(Made {
+        result,
+        prefix,
+        files,
+    })
 }
 
 /// `thumbnails` with its preset applied.
 fn resolve_stills(
     spec: &JobSpec,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<Option<thumbnail::spec::Resolved>, RunError> {
     if spec.thumbnails.is_none() {
         return Ok(None);
@@ -258,7 +236,7 @@ fn resolve_stills(
         })
 }
 
-fn still_limits(ctx: &JobContext) -> StillLimits {
+fn still_limits(ctx: &MediaContext) -> StillLimits {
     StillLimits {
         max_pixels: ctx.limits.max_image_pixels,
         max_bytes: ctx.limits.max_image_bytes,
@@ -276,7 +254,7 @@ fn start_tapped_stills(
     spec: &JobSpec,
     prefix: &str,
     poster_windows: Vec<(f64, f64)>,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<(transcode::pipeline::VideoTap, StillsTask, CancellationToken), RunError> {
     let thumbnails = resolve_stills(spec, ctx)?;
     let captures = thumbnail::captures(
@@ -323,7 +301,7 @@ async fn run_stills(
     prefix: &str,
     progress_start: u8,
     poster_windows: Vec<(f64, f64)>,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<thumbnail::Produced, RunError> {
     let thumbnails = resolve_stills(spec, ctx)?;
     let _permit = thumbnail::PERMITS
@@ -400,7 +378,7 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
 fn plan_transcode(
     probe: &Probe,
     spec: &RenditionsSpec,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<transcode::Plan, RunError> {
     let ladder = ctx.presets.ladder(&spec.ladder).ok_or_else(|| {
         RunError::permanent(
@@ -430,7 +408,7 @@ async fn run_transcode(
     progress_end: u8,
     hooks: transcode::pipeline::Hooks,
     dateranges: &[crate::media::hls::DateRange],
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
     // The pipeline's position maps to 5 % .. `progress_end`.
     let sink = ctx.progress.clone();
@@ -458,14 +436,15 @@ async fn run_transcode(
     Ok((outputs, produced.skipped, produced.files))
 }
 
-/// Fetches the tags' product photos and draws the tags for `plan`'s renditions.
+/// Decodes the tags' product photos and draws the tags for `plan`'s renditions.
 async fn prepare_tags(
     spec: &JobSpec,
+    tag_images: &BTreeMap<String, PathBuf>,
     probe: &Probe,
     plan: &transcode::Plan,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<overlay::Prepared, RunError> {
-    let images = fetch_tag_images(spec, ctx).await?;
+    let images = decode_tag_images(tag_images, ctx).await?;
     let targets: Vec<overlay::Target> = plan
         .video
         .rungs
@@ -499,45 +478,13 @@ async fn prepare_tags(
 }
 
 /// The tags' product photos, decoded, by store key.
-async fn fetch_tag_images(
-    spec: &JobSpec,
-    ctx: &JobContext,
+async fn decode_tag_images(
+    files: &BTreeMap<String, PathBuf>,
+    ctx: &MediaContext,
 ) -> Result<HashMap<String, overlay::card::ProductImage>, RunError> {
     let mut images = HashMap::new();
-    for (i, key) in spec
-        .tags
-        .iter()
-        .filter_map(|t| t.image.as_ref())
-        .enumerate()
-    {
-        if images.contains_key(key.as_str()) {
-            continue;
-        }
-        let path = ctx.work_dir.join(format!("tag-image-{i}"));
-        match ctx
-            .store
-            .get_to_file(key, &path, ctx.limits.max_image_bytes)
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::NotFound(_)) => {
-                return Err(RunError::permanent(
-                    ErrorCode::TagImageNotFound,
-                    format!("no product photo at `{key}`"),
-                ));
-            }
-            Err(StoreError::TooLarge { .. }) => {
-                return Err(RunError::permanent(
-                    ErrorCode::TagImageInvalid,
-                    format!(
-                        "product photo `{key}` is larger than {} bytes",
-                        ctx.limits.max_image_bytes
-                    ),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let limits = still_limits(ctx);
+    for (key, path) in files {
+        let (path, limits) = (path.clone(), still_limits(ctx));
         let decoded = tokio::task::spawn_blocking(move || {
             // A card shows the photo a few hundred pixels wide at most.
             let size = thumbnail::resize::Size::Box {
@@ -555,7 +502,7 @@ async fn fetch_tag_images(
                 format!("product photo `{key}`: {e}"),
             )
         })?;
-        images.insert(key.as_str().to_string(), product_image(decoded));
+        images.insert(key.clone(), product_image(decoded));
     }
     Ok(images)
 }
@@ -593,7 +540,7 @@ fn burn_in_hook(tags: &overlay::Prepared) -> transcode::pipeline::RungHook {
 fn write_tag_files(
     tags: &overlay::Prepared,
     prefix: &str,
-    ctx: &JobContext,
+    ctx: &MediaContext,
 ) -> Result<(Vec<overlay::TagOutput>, Vec<ProducedFile>), RunError> {
     let dir = ctx.work_dir.join("out").join("tags");
     std::fs::create_dir_all(&dir)
@@ -627,177 +574,4 @@ fn write_tag_files(
         });
     }
     Ok((outputs, files))
-}
-
-/// Uploads files in order (media, then media playlists, then the master), media in
-/// parallel. On failure or cancel, what was uploaded is removed again, so no
-/// partial output stays visible.
-async fn publish(files: &[ProducedFile], prefix: &str, ctx: &JobContext) -> Result<(), RunError> {
-    let keyed: Vec<(ObjectKey, &ProducedFile)> = files
-        .iter()
-        .map(|f| {
-            let key = if prefix.is_empty() {
-                ObjectKey::parse(f.rel_key.clone())
-            } else {
-                ObjectKey::parse(format!("{prefix}/{}", f.rel_key))
-            };
-            key.map(|k| (k, f))
-                .map_err(|e| RunError::permanent(ErrorCode::InvalidKey, e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let state = PublishState {
-        total: keyed.len().max(1),
-        done: std::sync::atomic::AtomicUsize::new(0),
-        uploaded: std::sync::Mutex::new(Vec::new()),
-    };
-    let (media, mut playlists): (Vec<_>, Vec<_>) =
-        keyed.iter().partition(|(_, f)| f.kind == FileKind::Media);
-    // Master playlists last (a stable sort keeps the rest in order), so a reader
-    // never finds a master before everything the job publishes.
-    playlists.sort_by_key(|(key, _)| key.as_str().ends_with("master.m3u8"));
-    // Collected first: a stream holding the closure would not be `Send`.
-    let uploads: Vec<_> = media
-        .into_iter()
-        .map(|(key, file)| upload_one(ctx, &state, key.clone(), file))
-        .collect();
-    let mut outcome = futures_util::stream::iter(uploads)
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await
-        .map(|_| ());
-    if outcome.is_ok() {
-        // Playlists one by one, in order: the master comes last.
-        for (key, file) in playlists {
-            if let Err(e) = upload_one(ctx, &state, key.clone(), file).await {
-                outcome = Err(e);
-                break;
-            }
-        }
-    }
-    if let Err(err) = outcome {
-        let written =
-            std::mem::take(&mut *state.uploaded.lock().unwrap_or_else(|p| p.into_inner()));
-        for key in written.iter().rev() {
-            if let Err(e) = ctx.store.delete(key).await {
-                tracing::warn!(key = %key, error = %e, "cannot remove a partial output");
-            }
-        }
-        return Err(err);
-    }
-    Ok(())
-}
-
-struct PublishState {
-    total: usize,
-    done: std::sync::atomic::AtomicUsize,
-    uploaded: std::sync::Mutex<Vec<ObjectKey>>,
-}
-
-async fn upload_one(
-    ctx: &JobContext,
-    state: &PublishState,
-    key: ObjectKey,
-    file: &ProducedFile,
-) -> Result<(), RunError> {
-    if ctx.cancel.is_cancelled() {
-        return Err(RunError::Canceled);
-    }
-    let opts = PutOptions {
-        content_type: Some(content_type_for(key.as_str()).to_string()),
-        cache_control: Some(
-            match file.kind {
-                FileKind::Media => MEDIA_CACHE_CONTROL,
-                FileKind::Playlist => PLAYLIST_CACHE_CONTROL,
-            }
-            .to_string(),
-        ),
-        visibility: Visibility::Public,
-    };
-    ctx.store.put_file(&key, &file.path, &opts).await?;
-    state
-        .uploaded
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(key);
-    let n = state
-        .done
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        + 1;
-    ctx.progress.report(90 + (n * 9 / state.total) as u8);
-    Ok(())
-}
-
-fn check_canceled(ctx: &JobContext) -> Result<(), RunError> {
-    if ctx.cancel.is_cancelled() {
-        Err(RunError::Canceled)
-    } else {
-        Ok(())
-    }
-}
-
-/// A local path to the input: the object itself when the store keeps it on local
-/// disk, otherwise a copy in the work dir.
-async fn fetch_input(key: &ObjectKey, ctx: &JobContext) -> Result<PathBuf, RunError> {
-    let max = ctx.limits.max_input_bytes;
-    if let Some(path) = &ctx.input_override {
-        return match tokio::fs::metadata(path).await {
-            Ok(md) if md.len() > max => Err(RunError::permanent(
-                ErrorCode::InputTooLarge,
-                format!("input is larger than the limit of {max} bytes"),
-            )),
-            Ok(md) if md.is_file() => Ok(path.clone()),
-            _ => Err(RunError::permanent(
-                ErrorCode::InputNotFound,
-                format!("no file at {}", path.display()),
-            )),
-        };
-    }
-    let too_large = || {
-        RunError::permanent(
-            ErrorCode::InputTooLarge,
-            format!("input `{key}` is larger than the limit of {max} bytes"),
-        )
-    };
-    if let Some(path) = ctx.store.local_path(key) {
-        return match tokio::fs::metadata(&path).await {
-            Ok(md) if md.is_file() && md.len() > max => Err(too_large()),
-            Ok(md) if md.is_file() => Ok(path),
-            _ => Err(input_not_found(key)),
-        };
-    }
-    let dest = ctx.work_dir.join("input");
-    match ctx.store.get_to_file(key, &dest, max).await {
-        Ok(_) => Ok(dest),
-        Err(StoreError::NotFound(_)) => Err(input_not_found(key)),
-        Err(StoreError::TooLarge { .. }) => Err(too_large()),
-        Err(other) => Err(other.into()),
-    }
-}
-
-fn input_not_found(key: &ObjectKey) -> RunError {
-    RunError::permanent(ErrorCode::InputNotFound, format!("no object at `{key}`"))
-}
-
-#[cfg(feature = "test-support")]
-async fn test_behaviour(test: &super::spec::TestSpec, ctx: &JobContext) -> Result<(), RunError> {
-    const STEP_MS: u64 = 50;
-    let steps = test.sleep_ms / STEP_MS;
-    for step in 0..steps {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(STEP_MS)) => {}
-            _ = ctx.cancel.cancelled() => return Err(RunError::Canceled),
-        }
-        ctx.progress
-            .report(((step + 1) * 100 / steps.max(1)).min(99) as u8);
-    }
-    if test.panic {
-        panic!("test job asked to panic");
-    }
-    if test.fail_transient {
-        return Err(RunError::transient(
-            ErrorCode::StoreUnavailable,
-            "test job asked to fail",
-        ));
-    }
-    Ok(())
 }

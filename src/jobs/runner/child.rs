@@ -1,0 +1,477 @@
+//! The media step in a child process: `media-node work --job ID --dir DIR`.
+//!
+//! GStreamer's demuxers and decoders are C code parsing whatever was uploaded.
+//! The node re-executes its own binary for each job's media step, so a decoder
+//! that crashes ends that child only: the API, the other jobs and the live
+//! streams go on, and the run is failed (`media_crashed`) or retried.
+//!
+//! The protocol, all inside the job's work dir:
+//! - the node writes `request.json` ([`Request`]) and starts the child with a
+//!   clean environment (no `MEDIA_NODE_*`, no `AWS_*`, no token), in its own
+//!   process group, with `no_new_privs` and a parent-death signal;
+//! - the child writes `progress N` lines on its stdout, logs on its stderr (the
+//!   node's), and on success or failure `reply.json` ([`Reply`]), then exits 0;
+//! - cancel is SIGTERM (the child stops its pipelines and replies `canceled`),
+//!   then SIGKILL after [`KILL_GRACE`];
+//! - a child that dies without a reply crashed; the signal names why.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, warn};
+use uuid::Uuid;
+
+use super::fetch::Fetched;
+use super::media::{self, Made, MediaContext};
+use super::{JobContext, ProgressSink, RunError};
+use crate::config::{LimitsConfig, LogConfig};
+use crate::jobs::error::ErrorCode;
+use crate::jobs::spec::JobSpec;
+use crate::output::ProducedFile;
+use crate::presets::Presets;
+
+/// The request the node leaves for the child.
+const REQUEST_FILE: &str = "request.json";
+/// The child's answer.
+const REPLY_FILE: &str = "reply.json";
+/// How long a child has after SIGTERM before it is killed.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variables a child keeps: what GStreamer, glib and the C
+/// libraries need to find their files, and logging. Nothing else of the node's
+/// environment (tokens, secrets, credentials) reaches it.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_DIRS",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+/// Prefixes of kept variables (GStreamer's own, ORC's).
+const KEPT_ENV_PREFIXES: &[&str] = &["GST_", "ORC_"];
+
+/// What the child is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub job_id: Uuid,
+    pub spec: JobSpec,
+    pub input: PathBuf,
+    pub tag_images: BTreeMap<String, PathBuf>,
+    pub limits: LimitsConfig,
+    pub tag_fonts: Vec<PathBuf>,
+    pub pipelines_dir: Option<PathBuf>,
+    pub log: LogConfig,
+}
+
+/// How the child's media step ended.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reply {
+    Done(Made),
+    Failed {
+        code: ErrorCode,
+        message: String,
+        transient: bool,
+    },
+    Canceled,
+}
+
+impl From<Result<Made, RunError>> for Reply {
+    fn from(outcome: Result<Made, RunError>) -> Self {
+        match outcome {
+            Ok(made) => Reply::Done(made),
+            Err(RunError::Canceled) => Reply::Canceled,
+            Err(RunError::Failed {
+                code,
+                message,
+                transient,
+            }) => Reply::Failed {
+                code,
+                message,
+                transient,
+            },
+        }
+    }
+}
+
+/// Runs the media step of `spec` in a child process and waits for its reply.
+pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<Made, RunError> {
+    let request = Request {
+        job_id: ctx.job_id,
+        spec: spec.clone(),
+        input: fetched.input.clone(),
+        tag_images: fetched.tag_images.clone(),
+        limits: ctx.limits.clone(),
+        tag_fonts: ctx.tag_fonts.clone(),
+        pipelines_dir: ctx.pipelines_dir.clone(),
+        log: ctx.log.clone(),
+    };
+    let json = serde_json::to_vec(&request)
+        .map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))?;
+    tokio::fs::write(ctx.work_dir.join(REQUEST_FILE), json)
+        .await
+        .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
+
+    let mut child = command(ctx.job_id, &ctx.work_dir)?.spawn().map_err(|e| {
+        RunError::transient(
+            ErrorCode::Internal,
+            format!("cannot start the media process: {e}"),
+        )
+    })?;
+    let pid = child.id();
+    info!(pid, "media process started");
+    let progress = child.stdout.take().map(|out| {
+        let sink = ctx.progress.clone();
+        tokio::spawn(read_progress(out, sink).in_current_span())
+    });
+
+    let mut stopping = false;
+    let kill_at = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(kill_at);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = ctx.cancel.cancelled(), if !stopping => {
+                stopping = true;
+                signal(pid, rustix::process::Signal::TERM);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = &mut kill_at, if stopping => {
+                warn!(pid, "the media process ignored SIGTERM; killing it");
+                let _ = child.start_kill();
+                kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+        }
+    }
+    .map_err(|e| {
+        RunError::transient(
+            ErrorCode::Internal,
+            format!("waiting for the media process: {e}"),
+        )
+    })?;
+    if let Some(task) = progress {
+        let _ = task.await;
+    }
+    match read_reply(&ctx.work_dir).await {
+        Some(reply) => reply_outcome(reply),
+        None if stopping => Err(RunError::Canceled),
+        None => Err(died(status)),
+    }
+}
+
+/// `media-node work` with a clean environment, its own process group,
+/// `no_new_privs` and SIGKILL when the node dies.
+fn command(job_id: Uuid, work_dir: &Path) -> Result<tokio::process::Command, RunError> {
+    let exe = std::env::current_exe().map_err(|e| {
+        RunError::permanent(
+            ErrorCode::Internal,
+            format!("cannot find the node's binary: {e}"),
+        )
+    })?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("work")
+        .arg("--job")
+        .arg(job_id.to_string())
+        .arg("--dir")
+        .arg(work_dir)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                KEPT_ENV.contains(&k) || KEPT_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+            })
+        }))
+        .current_dir(work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    // SAFETY: between fork and exec only async-signal-safe calls (two prctls).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            rustix::thread::set_no_new_privs(true)?;
+            Ok(())
+        });
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    Ok(cmd)
+}
+
+fn signal(pid: Option<u32>, sig: rustix::process::Signal) {
+    if let Some(pid) = pid
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Forwards the child's `progress N` lines until it closes its stdout.
+async fn read_progress(out: tokio::process::ChildStdout, sink: ProgressSink) {
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(p) = line
+            .strip_prefix("progress ")
+            .and_then(|p| p.trim().parse().ok())
+        {
+            sink.report(p);
+        }
+    }
+}
+
+async fn read_reply(work_dir: &Path) -> Option<Reply> {
+    let bytes = tokio::fs::read(work_dir.join(REPLY_FILE)).await.ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(reply) => Some(reply),
+        Err(e) => {
+            warn!(error = %e, "the media process left an unreadable reply");
+            None
+        }
+    }
+}
+
+fn reply_outcome(reply: Reply) -> Result<Made, RunError> {
+    match reply {
+        Reply::Done(made) => Ok(made),
+        Reply::Canceled => Err(RunError::Canceled),
+        Reply::Failed {
+            code,
+            message,
+            transient,
+        } => Err(RunError::Failed {
+            code,
+            message,
+            transient,
+        }),
+    }
+}
+
+/// The run error of a child that ended without a reply.
+fn died(status: std::process::ExitStatus) -> RunError {
+    match status.signal() {
+        Some(sig) => {
+            let name = signal_name(sig);
+            warn!(signal = name, "the media process crashed");
+            RunError::transient(
+                ErrorCode::MediaCrashed,
+                format!("the media process was killed by {name}"),
+            )
+        }
+        None => RunError::permanent(
+            ErrorCode::Internal,
+            format!("the media process exited with {status} without a reply"),
+        ),
+    }
+}
+
+/// The name of signal `sig` (`SIGSEGV`), or its number.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+/// The files of a reply, each checked to be a regular file inside `work_dir`
+/// (a child could name any path; only its own outputs are published).
+pub fn checked_files(
+    files: Vec<ProducedFile>,
+    work_dir: &Path,
+) -> Result<Vec<ProducedFile>, RunError> {
+    let root = work_dir
+        .canonicalize()
+        .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::symlink_metadata(&f.path);
+            let inside = f.path.canonicalize().is_ok_and(|p| p.starts_with(&root));
+            if inside && meta.is_ok_and(|m| m.file_type().is_file()) {
+                Ok(f)
+            } else {
+                Err(RunError::permanent(
+                    ErrorCode::Internal,
+                    format!(
+                        "the media process listed {}, which is no file of its work dir",
+                        f.path.display()
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// The child's side: `media-node work --job ID --dir DIR`. Reads the request,
+/// runs the media step, writes the reply; exits 0 whenever it could reply.
+pub fn work_main(job_id: Uuid, dir: &Path) -> ExitCode {
+    let request: Request = match std::fs::read(dir.join(REQUEST_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("media-node work: cannot read {REQUEST_FILE}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&request.log);
+    default_fault_signals();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("media-node work: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = tracing::info_span!("job", job_id = %job_id);
+    let outcome = runtime.block_on(work(request, dir.to_path_buf()).instrument(span));
+    let reply = Reply::from(outcome);
+    let written = serde_json::to_vec(&reply)
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            let tmp = dir.join(format!("{REPLY_FILE}.tmp"));
+            std::fs::write(&tmp, b)
+                .and_then(|()| std::fs::rename(&tmp, dir.join(REPLY_FILE)))
+                .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("media-node work: cannot write {REPLY_FILE}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows, and
+/// lets a signal that was no fault of its own (one sent by `kill`) pass. In
+/// the child a fault of any kind is a crash: it dies of the signal, and the
+/// node reports it (`media_crashed`).
+fn default_fault_signals() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: restoring the default disposition, before any other thread.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+async fn work(request: Request, dir: PathBuf) -> Result<Made, RunError> {
+    crate::media::init()?;
+    let presets = Presets::load(request.pipelines_dir.as_deref())
+        .map_err(|e| RunError::permanent(ErrorCode::SpecInvalid, e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let on_term = cancel.clone();
+    tokio::spawn(async move {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            term.recv().await;
+            on_term.cancel();
+        }
+    });
+    let ctx = MediaContext {
+        job_id: request.job_id,
+        presets: Arc::new(presets),
+        limits: request.limits,
+        tag_fonts: request.tag_fonts,
+        work_dir: dir,
+        progress: stdout_progress(),
+        cancel,
+    };
+    let run = media::run(&request.spec, &request.input, &request.tag_images, &ctx);
+    match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(RunError::permanent(
+            ErrorCode::InternalPanic,
+            format!("the job panicked: {}", panic_message(&panic)),
+        )),
+    }
+}
+
+/// Progress as `progress N` lines on stdout, each value once.
+fn stdout_progress() -> ProgressSink {
+    let last = std::sync::atomic::AtomicU8::new(0);
+    ProgressSink::new(move |p| {
+        if last.fetch_max(p, std::sync::atomic::Ordering::Relaxed) < p {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "progress {p}");
+            let _ = out.flush();
+        }
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_have_names() {
+        assert_eq!(signal_name(11), "SIGSEGV");
+        assert_eq!(signal_name(64), "signal 64");
+    }
+
+    #[test]
+    fn only_files_of_the_work_dir_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("a.mp4"), b"x").unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), out.join("link.mp4")).unwrap();
+        let file = |p: PathBuf| ProducedFile {
+            rel_key: "k".into(),
+            path: p,
+            kind: crate::output::FileKind::Media,
+        };
+        assert!(checked_files(vec![file(out.join("a.mp4"))], dir.path()).is_ok());
+        for bad in [
+            out.join("link.mp4"),
+            outside.path().to_path_buf(),
+            out.join("missing"),
+            out.clone(),
+        ] {
+            assert!(
+                checked_files(vec![file(bad.clone())], dir.path()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
