@@ -1,0 +1,174 @@
+//! Isolation on a real node: each job's media step runs in a child process
+//! (`media-node work --job ID`), so a decoder that crashes ends that child only.
+//! The tests find the child in /proc by its command line, as ops would with ps.
+#![cfg(feature = "test-support")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::media::generate;
+use common::{Node, TOKEN, WEBHOOK_SECRET, eventually};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(180);
+const AWS_SECRET: &str = "aws-secret-that-must-stay-in-the-node";
+
+/// The pids of the node's direct children whose command line names `id`.
+fn children_of(node_pid: u32, id: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the comm may hold spaces; ppid follows ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(node_pid) && cmdline.contains(" work ") && cmdline.contains(id) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits for the media child of job `id` and returns its pid.
+async fn media_child(node: &Node, id: &str) -> u32 {
+    let pid = node.pid();
+    eventually(LIMIT, &format!("the media process of job {id}"), || {
+        let found = children_of(pid, id);
+        async move { found.first().copied() }
+    })
+    .await
+}
+
+fn segv(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-SEGV", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -SEGV {pid}");
+}
+
+fn transcode(prefix: &str) -> Value {
+    json!({
+        "input": {"key": "in/long.mp4"},
+        "output_prefix": prefix,
+        "renditions": {"ladder": "default", "rungs": ["360p"], "formats": ["mp4", "hls"]}
+    })
+}
+
+async fn node_with_a_long_clip() -> (Node, tempfile::TempDir) {
+    let node = Node::builder()
+        .env("MEDIA_NODE_JOBS_RETRY_BASE_MS", "100")
+        .env("MEDIA_NODE_JOBS_WORKERS", "2")
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .start()
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Long enough that the child is still transcoding when it is found.
+    let clip = generate(
+        tmp.path(),
+        "long.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    node.upload("in/long.mp4", std::fs::read(clip).unwrap())
+        .await;
+    (node, tmp)
+}
+
+#[tokio::test]
+async fn a_crashed_media_process_fails_its_run_alone() {
+    let (node, _tmp) = node_with_a_long_clip().await;
+    let crashing = node.submit(&transcode("crash")).await;
+    let neighbour = node.submit(&transcode("neighbour")).await;
+
+    let child = media_child(&node, &crashing).await;
+    // The child runs without privileges to gain and without the node's secrets.
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{child}/environ")).unwrap())
+            .replace('\0', "\n");
+    for secret in [TOKEN, WEBHOOK_SECRET, AWS_SECRET] {
+        assert!(
+            !environ.contains(secret),
+            "a secret in the child's environment:\n{environ}"
+        );
+    }
+    assert!(!environ.contains("MEDIA_NODE_"), "{environ}");
+
+    segv(child);
+    let job = node.wait_done(&crashing, LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let other = node.wait_done(&neighbour, LIMIT).await;
+    assert_eq!(other["status"], "succeeded", "{other}");
+    assert_eq!(other["attempts"], 1, "{other}");
+    let health = node.get("/healthz").await;
+    assert!(health.status().is_success());
+    assert!(
+        node.log().contains("the media process crashed"),
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_media_process_crashes_every_time_fails_media_crashed() {
+    let (node, _tmp) = node_with_a_long_clip().await;
+    let id = node.submit(&transcode("always")).await;
+    let first = media_child(&node, &id).await;
+    segv(first);
+    // The retry gets a child of its own.
+    let second = eventually(LIMIT, "the second attempt's media process", || {
+        let found: Vec<u32> = children_of(node.pid(), &id)
+            .into_iter()
+            .filter(|p| *p != first)
+            .collect();
+        async move { found.first().copied() }
+    })
+    .await;
+    segv(second);
+    let job = node.wait_done(&id, LIMIT).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(job["error"]["code"], "media_crashed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SIGSEGV"),
+        "{job}"
+    );
+    // Nothing of the crashed runs was published.
+    for key in ["always/360p.mp4", "always/hls/master.m3u8"] {
+        let status = node.get(&format!("/media/{key}")).await.status();
+        assert_eq!(status, 404, "{key}");
+    }
+}
