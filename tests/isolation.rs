@@ -50,6 +50,27 @@ async fn media_child(node: &Node, id: &str) -> u32 {
     .await
 }
 
+/// Whether process `pid` has an output file of its work dir open: it is past
+/// start-up and probing, transcoding.
+fn writing_outputs(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target.to_string_lossy().contains("/out/"))
+}
+
+/// SIGSEGV to `pid` once it is transcoding.
+async fn segv_while_transcoding(pid: u32) {
+    eventually(LIMIT, "the media process writing its outputs", || {
+        let busy = writing_outputs(pid);
+        async move { busy.then_some(()) }
+    })
+    .await;
+    segv(pid);
+}
+
 fn segv(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-SEGV", &pid.to_string()])
@@ -123,7 +144,7 @@ async fn a_crashed_media_process_fails_its_run_alone() {
     }
     assert!(!environ.contains("MEDIA_NODE_"), "{environ}");
 
-    segv(child);
+    segv_while_transcoding(child).await;
     let job = node.wait_done(&crashing, LIMIT).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2, "{job}");
@@ -144,7 +165,7 @@ async fn a_job_whose_media_process_crashes_every_time_fails_media_crashed() {
     let (node, _tmp) = node_with_a_long_clip().await;
     let id = node.submit(&transcode("always")).await;
     let first = media_child(&node, &id).await;
-    segv(first);
+    segv_while_transcoding(first).await;
     // The retry gets a child of its own.
     let second = eventually(LIMIT, "the second attempt's media process", || {
         let found: Vec<u32> = children_of(node.pid(), &id)
@@ -154,7 +175,7 @@ async fn a_job_whose_media_process_crashes_every_time_fails_media_crashed() {
         async move { found.first().copied() }
     })
     .await;
-    segv(second);
+    segv_while_transcoding(second).await;
     let job = node.wait_done(&id, LIMIT).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["attempts"], 2, "{job}");

@@ -84,7 +84,8 @@ pub enum ErrorCode {
     TagImageNotFound,
     /// A tag's product photo is no image this node reads, or too large.
     TagImageInvalid,
-    /// The media process died of a signal (a decoder crashed) on every attempt.
+    /// The media process died of a signal (a decoder crashed), or ended without
+    /// a reply, on every attempt.
     MediaCrashed,
 }
 

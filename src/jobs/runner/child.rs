@@ -271,10 +271,15 @@ fn died(status: std::process::ExitStatus) -> RunError {
                 format!("the media process was killed by {name}"),
             )
         }
-        None => RunError::permanent(
-            ErrorCode::Internal,
-            format!("the media process exited with {status} without a reply"),
-        ),
+        // Ended early without a word (an abort handler, a library calling
+        // exit): as much a crash of the media step as a signal.
+        None => {
+            warn!(%status, "the media process ended without a reply");
+            RunError::transient(
+                ErrorCode::MediaCrashed,
+                format!("the media process ended with {status} without a reply"),
+            )
+        }
     }
 }
 
