@@ -284,6 +284,17 @@ impl From<OverlayError> for RunError {
     }
 }
 
+/// What a caught panic said.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

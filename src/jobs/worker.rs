@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::error::ErrorCode;
+use super::error::{ErrorCode, panic_message};
 use super::model::{Job, JobErrorInfo};
 use super::queue::{DynQueue, Finish, Heartbeat};
 use super::runner::{self, JobContext, ProgressSink, RunError};
@@ -371,16 +371,6 @@ pub fn retry_delay(config: &crate::config::JobsConfig, attempts: u32) -> Duratio
     let capped = base.min(config.retry_max_ms);
     let jitter = rand::random_range(0.8..1.2);
     Duration::from_millis((capped as f64 * jitter) as u64)
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".into()
-    }
 }
 
 async fn reaper(deps: WorkerDeps, stop: CancellationToken) {

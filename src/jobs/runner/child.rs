@@ -32,7 +32,7 @@ use super::fetch::Fetched;
 use super::media::{self, Made, MediaContext};
 use super::{JobContext, ProgressSink, RunError};
 use crate::config::{LimitsConfig, LogConfig};
-use crate::jobs::error::ErrorCode;
+use crate::jobs::error::{ErrorCode, panic_message};
 use crate::jobs::spec::JobSpec;
 use crate::output::ProducedFile;
 use crate::presets::Presets;
@@ -433,14 +433,6 @@ fn stdout_progress() -> ProgressSink {
             let _ = out.flush();
         }
     })
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(test)]
