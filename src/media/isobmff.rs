@@ -71,7 +71,15 @@ pub fn inspect(path: &Path, file_size: u64) -> Result<Option<VideoTrack>, MediaE
     let mut track = None;
     for b in top.iter().filter(|b| b.kind == "moov") {
         let body = b.offset + b.header_len;
-        scan_boxes(&mut file, body, b.offset + b.size, Some("moov"))?;
+        let inside = scan_boxes(&mut file, body, b.offset + b.size, Some("moov"))?;
+        // Without a movie header qtdemux sometimes fails at once and sometimes
+        // waits for more data until the probe's timeout: refuse it here, alike
+        // every time.
+        if !inside.iter().any(|c| c.kind == "mvhd") {
+            return Err(MediaError::Malformed(
+                "the `moov` box has no movie header (`mvhd`)".into(),
+            ));
+        }
         let len = b.size - b.header_len;
         if track.is_none() && len <= MAX_MOOV_BYTES {
             let mut moov = vec![0u8; len as usize];
@@ -466,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn chunk_offsets_past_the_end_are_a_truncation() {
+    fn a_moov_without_a_header_or_with_samples_past_the_end_is_refused() {
         let stbl = |kind: &[u8; 4], offsets: &[u64]| {
             let mut t = vec![0, 0, 0, 0];
             t.extend((offsets.len() as u32).to_be_bytes());
@@ -500,7 +508,16 @@ mod tests {
         trak_body.extend(boxed(b"mdia", &mdia));
         let mut file = boxed(b"ftyp", b"isom\0\0\0\0");
         file.extend(boxed(b"mdat", &[0u8; 64]));
-        file.extend(boxed(b"moov", &boxed(b"trak", &trak_body)));
+        let headless = [file.clone(), boxed(b"moov", &boxed(b"trak", &trak_body))].concat();
+        std::fs::write(&path, &headless).unwrap();
+        let err = inspect(&path, headless.len() as u64).unwrap_err();
+        assert!(
+            matches!(&err, MediaError::Malformed(m) if m.contains("no movie header")),
+            "{err:?}"
+        );
+        let mut moov = boxed(b"mvhd", &[0u8; 100]);
+        moov.extend(boxed(b"trak", &trak_body));
+        file.extend(boxed(b"moov", &moov));
         std::fs::write(&path, &file).unwrap();
         let err = inspect(&path, file.len() as u64).unwrap_err();
         assert!(
