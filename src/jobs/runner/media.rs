@@ -47,7 +47,6 @@ pub struct MediaContext {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Made {
     pub result: Map<String, Value>,
-    pub prefix: String,
     pub files: Vec<ProducedFile>,
 }
 
@@ -60,11 +59,7 @@ pub async fn run(
 ) -> Result<Made, RunError> {
     let input = input.to_path_buf();
 
-    let prefix = spec
-        .output_prefix
-        .as_ref()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    let prefix = output_prefix(spec);
     let wants_stills = spec.thumbnails.is_some() || spec.storyboard.is_some();
     let photo = {
         let path = input.clone();
@@ -206,11 +201,15 @@ pub async fn run(
     if spec.renditions.is_some() || wants_stills {
         result.insert("outputs".into(), Value::Array(outputs));
     }
-    Ok(Made {
-        result,
-        prefix,
-        files,
-    })
+    Ok(Made { result, files })
+}
+
+/// Where a job's outputs go: its `output_prefix`, or the store's root.
+pub fn output_prefix(spec: &JobSpec) -> String {
+    spec.output_prefix
+        .as_ref()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// `thumbnails` with its preset applied.

@@ -85,7 +85,9 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
     let files = child::checked_files(made.files, &ctx.work_dir)?;
     if !files.is_empty() {
         ctx.progress.report(90);
-        publish::publish(&files, &made.prefix, ctx).await?;
+        // The prefix comes from the spec, never from the child's reply: a
+        // child cannot publish under another job's keys.
+        publish::publish(&files, &media::output_prefix(spec), ctx).await?;
     }
     ctx.progress.report(100);
     Ok(Value::Object(made.result))
