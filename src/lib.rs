@@ -38,6 +38,7 @@ pub mod output;
 pub mod overlay;
 pub mod presets;
 pub mod process;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
 pub mod thumbnail;
