@@ -51,6 +51,10 @@ enum Command {
         /// Folder the outputs are written below (under their usual keys).
         #[arg(long)]
         out: PathBuf,
+        /// Run the media work inside this process, unconfined (for the
+        /// isolation benchmark only).
+        #[arg(long, hide = true)]
+        debug_in_process: bool,
     },
     /// The media step of one job, in a child of the node (internal).
     #[command(hide = true)]
@@ -99,6 +103,11 @@ fn main() -> ExitCode {
         // A one-shot run shows its progress bar; only problems are logged.
         config.log.filter = "warn".into();
     }
+    if matches!(cli.command, Command::Serve | Command::Check) {
+        // Before any thread: this sets GST_REGISTRY for the node and its
+        // media children.
+        media_node::media::registry::use_node_cache(&config.data_dir);
+    }
     telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,7 +124,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Check => check(config).await,
-            Command::Process { input, spec, out } => process(config, input, spec, out).await,
+            Command::Process {
+                input,
+                spec,
+                out,
+                debug_in_process,
+            } => process(config, input, spec, out, debug_in_process).await,
             Command::Config | Command::Openapi | Command::Work { .. } => {
                 unreachable!("handled above")
             }
@@ -140,14 +154,25 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-async fn process(config: Config, input: PathBuf, spec: PathBuf, out: PathBuf) -> ExitCode {
+async fn process(
+    config: Config,
+    input: PathBuf,
+    spec: PathBuf,
+    out: PathBuf,
+    in_process: bool,
+) -> ExitCode {
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         on_signal.cancel();
     });
-    match media_node::process::run(&config, &input, &spec, &out, cancel).await {
+    let paths = media_node::process::Paths {
+        input: &input,
+        spec: &spec,
+        out: &out,
+    };
+    match media_node::process::run(&config, paths, in_process, cancel).await {
         Ok(result) => {
             println!(
                 "{}",

@@ -48,6 +48,14 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrashLabels {
+    /// `job`, `live_ladder`, `live_poster`.
+    pub kind: String,
+    /// `SIGSEGV`, ... or `exit` (ended without a reply).
+    pub signal: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub jobs_running: Gauge,
@@ -59,6 +67,7 @@ pub struct Metrics {
     output_bytes: Family<KindLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
+    child_crashes: Family<CrashLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +139,12 @@ impl Metrics {
             "HTTP request latency by route template",
             http_duration.clone(),
         );
+        let child_crashes = Family::<CrashLabels, Counter>::default();
+        registry.register(
+            "child_crashes",
+            "Media processes that died of a signal or without a reply, by kind and signal",
+            child_crashes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             jobs_running,
@@ -141,7 +156,17 @@ impl Metrics {
             output_bytes,
             http_requests,
             http_duration,
+            child_crashes,
         }
+    }
+
+    pub fn observe_child_crash(&self, kind: &str, signal: &str) {
+        self.child_crashes
+            .get_or_create(&CrashLabels {
+                kind: kind.to_string(),
+                signal: signal.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_failure(&self, code: &str) {

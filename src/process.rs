@@ -62,14 +62,31 @@ fn read_spec(spec_path: &Path, presets: &Presets) -> Result<JobSpec, ProcessErro
     Ok(spec)
 }
 
-/// Runs one job on `input`, writing below `out`. Returns the job's result.
+/// The files of a one-shot run.
+#[derive(Debug, Clone, Copy)]
+pub struct Paths<'a> {
+    /// The input media file.
+    pub input: &'a Path,
+    /// The job as JSON.
+    pub spec: &'a Path,
+    /// Where the outputs go.
+    pub out: &'a Path,
+}
+
+/// Runs one job on `paths.input`, writing below `paths.out`. Returns the
+/// job's result. `in_process` runs the media work unconfined in this process
+/// (the isolation benchmark's reference; never for untrusted files).
 pub async fn run(
     config: &Config,
-    input: &Path,
-    spec_path: &Path,
-    out: &Path,
+    paths: Paths<'_>,
+    in_process: bool,
     cancel: CancellationToken,
 ) -> Result<Value, ProcessError> {
+    let Paths {
+        input,
+        spec: spec_path,
+        out,
+    } = paths;
     media::init().map_err(|e| match RunError::from(e) {
         RunError::Failed { code, message, .. } => ProcessError::new(code.as_str(), message),
         RunError::Canceled => ProcessError::new("canceled", "interrupted"),
@@ -124,6 +141,9 @@ pub async fn run(
         work_dir,
         pipelines_dir: config.pipelines_dir.clone(),
         log: config.log.clone(),
+        child: runner::ChildLimits::from_config(&config.jobs),
+        media_in_process: in_process,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         progress,
         cancel,
     };

@@ -342,6 +342,9 @@ async fn bad_inputs_fail_their_job_with_a_clear_code_and_the_node_keeps_serving(
         assert!(!job["error"]["message"].as_str().unwrap().is_empty());
         assert_eq!(job["attempts"], 1, "bad input must not be retried: {job}");
     }
+    // The probes ran in children: the node itself stayed small.
+    let peak = node.peak_memory();
+    assert!(peak < 200 << 20, "node peak RSS {} MiB", peak >> 20);
     let res = node.client.get(node.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let res = node.client.get(node.url("/readyz")).send().await.unwrap();

@@ -131,7 +131,12 @@ async fn a_crashed_media_process_fails_its_run_alone() {
 
     let child = media_child(&node, &crashing).await;
     // The child runs without privileges to gain and without the node's secrets.
-    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    // It confines itself as soon as it starts, before it reads its input.
+    let status = eventually(LIMIT, "the media process under its seccomp filter", || {
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+        async move { status.contains("Seccomp:\t2").then_some(status) }
+    })
+    .await;
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let environ =
         String::from_utf8_lossy(&std::fs::read(format!("/proc/{child}/environ")).unwrap())
@@ -192,4 +197,128 @@ async fn a_job_whose_media_process_crashes_every_time_fails_media_crashed() {
         let status = node.get(&format!("/media/{key}")).await.status();
         assert_eq!(status, 404, "{key}");
     }
+}
+
+/// The sandbox tried from the inside: a test job whose media process tries
+/// to read the node's token, write outside its work dir, connect over TCP,
+/// run a program, write into its input (a hard link to the stored upload),
+/// read the node's environment and signal the node.
+#[tokio::test]
+async fn the_media_process_cannot_get_out_of_its_sandbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The node keeps its token in its data dir, as a node without one
+    // configured does.
+    let token_file = data.join("api_token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let node = Node::builder()
+        .data_dir(&data)
+        .without_env("MEDIA_NODE_API_TOKEN")
+        .start()
+        .await;
+    node.upload_fixture("in/clip.mp4", "portrait-rot90-h264-aac-2s.mp4")
+        .await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let outside = data.join("escaped.txt");
+    let id = node
+        .submit(&json!({
+            "input": {"key": "in/clip.mp4"},
+            "test": {"escape": {
+                "read": token_file,
+                "write": outside,
+                "connect": listener.local_addr().unwrap().to_string(),
+                "exec": "/bin/true",
+            }}
+        }))
+        .await;
+    let job = node.wait_done(&id, LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let tries = job["result"]["escape"].as_object().expect("result.escape");
+    for name in [
+        "read",
+        "write",
+        "connect",
+        "exec",
+        "write_input",
+        "read_node_environ",
+        "signal_node",
+    ] {
+        let said = tries[name].as_str().unwrap_or_default();
+        println!("{name}: {said}");
+        assert!(
+            said.starts_with("denied:")
+                && (said.contains("Permission denied") || said.contains("not permitted")),
+            "{name}: {said}"
+        );
+    }
+    assert!(!outside.exists(), "the media process wrote {outside:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the media process connected over TCP"
+    );
+    // The stored upload, which the work dir's input is a hard link to, is as
+    // it was.
+    let stored = std::fs::read(data.join("objects/in/clip.mp4")).unwrap();
+    let fixture = std::fs::read(common::fixture("portrait-rot90-h264-aac-2s.mp4")).unwrap();
+    assert!(stored == fixture, "the stored upload changed");
+}
+
+/// A 1080p ladder in a media process limited to 48 MiB fails
+/// `memory_limit`, on its first attempt; the node itself stays small.
+#[tokio::test]
+async fn a_media_process_at_its_memory_limit_fails_memory_limit() {
+    let node = Node::builder()
+        .env("MEDIA_NODE_JOBS_CHILD_MEMORY_LIMIT_MB", "48")
+        .start()
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = generate(
+        tmp.path(),
+        "1080p.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    node.upload("in/1080p.mp4", std::fs::read(clip).unwrap())
+        .await;
+    let before = node.peak_memory();
+    let id = node
+        .submit(&json!({
+            "input": {"key": "in/1080p.mp4"},
+            "output_prefix": "big",
+            "renditions": {"ladder": "default"}
+        }))
+        .await;
+    let job = node.wait_done(&id, LIMIT).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "memory_limit", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    let after = node.peak_memory();
+    println!(
+        "node peak RSS: {} MiB before the job, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        after < before + (30 << 20),
+        "node peak RSS grew from {before} to {after}"
+    );
+    assert!(node.get("/healthz").await.status().is_success());
 }

@@ -484,6 +484,9 @@ async fn broken_inputs_fail_their_transcode_and_the_node_keeps_serving() {
         // Nothing half-made is published.
         assert!(walk(&node.data_dir.join("objects").join("out").join(key)).is_empty());
     }
+    // The media work ran in children: the node itself stayed small.
+    let peak = node.peak_memory();
+    assert!(peak < 200 << 20, "node peak RSS {} MiB", peak >> 20);
     let res = node.client.get(node.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     // And it still transcodes.

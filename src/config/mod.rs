@@ -305,6 +305,11 @@ pub struct JobsConfig {
     pub retry_max_ms: u64,
     /// Hard deadline for one run of one job.
     pub timeout_ms: u64,
+    /// Address space of a job's media process, MiB; 0: unlimited. The run
+    /// fails `memory_limit` when it reaches it. A 1080p ladder peaks at about
+    /// 2.5 GiB (address space counts reservations and thread stacks); the
+    /// default leaves room for the largest allowed input.
+    pub child_memory_limit_mb: u64,
     /// On SIGTERM, how long running jobs may take to finish before they are stopped
     /// and handed back to the queue.
     pub shutdown_grace_ms: u64,
@@ -321,6 +326,7 @@ impl Default for JobsConfig {
             retry_base_ms: 2_000,
             retry_max_ms: 60_000,
             timeout_ms: 30 * 60 * 1000,
+            child_memory_limit_mb: 8192,
             shutdown_grace_ms: 30_000,
         }
     }

@@ -87,11 +87,14 @@ pub enum ErrorCode {
     /// The media process died of a signal (a decoder crashed), or ended without
     /// a reply, on every attempt.
     MediaCrashed,
+    /// The media process reached its memory limit
+    /// (`jobs.child_memory_limit_mb`); not retried.
+    MemoryLimit,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::InputNotFound,
         ErrorCode::InputTooLarge,
         ErrorCode::InputTooLong,
@@ -125,6 +128,7 @@ impl ErrorCode {
         ErrorCode::TagImageNotFound,
         ErrorCode::TagImageInvalid,
         ErrorCode::MediaCrashed,
+        ErrorCode::MemoryLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +166,7 @@ impl ErrorCode {
             ErrorCode::TagImageNotFound => "tag_image_not_found",
             ErrorCode::TagImageInvalid => "tag_image_invalid",
             ErrorCode::MediaCrashed => "media_crashed",
+            ErrorCode::MemoryLimit => "memory_limit",
         }
     }
 

@@ -96,6 +96,25 @@ pub struct TestSpec {
     /// Panic inside the job.
     #[serde(default)]
     pub panic: bool,
+    /// In the media process, try to get out of its sandbox instead of doing
+    /// the work; how each try ended goes to `result.escape`.
+    #[serde(default)]
+    pub escape: Option<EscapeSpec>,
+}
+
+/// What a test job tries from inside its media process.
+#[cfg(feature = "test-support")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscapeSpec {
+    /// A file to read (the node's `api_token`).
+    pub read: std::path::PathBuf,
+    /// A file to create outside the work dir.
+    pub write: std::path::PathBuf,
+    /// A TCP address to connect to.
+    pub connect: String,
+    /// A program to run.
+    pub exec: std::path::PathBuf,
 }
 
 /// What validation needs to know about this node.

@@ -234,6 +234,9 @@ impl Worker {
             work_dir: work_dir.clone(),
             pipelines_dir: deps.config.pipelines_dir.clone(),
             log: deps.config.log.clone(),
+            child: runner::ChildLimits::from_config(&deps.config.jobs),
+            media_in_process: false,
+            metrics: deps.metrics.clone(),
             progress: progress_sink,
             cancel: cancel.clone(),
         };

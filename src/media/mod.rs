@@ -13,6 +13,7 @@ pub mod hls;
 pub mod isobmff;
 pub mod packets;
 pub mod probe;
+pub mod registry;
 pub mod run;
 pub mod timeline;
 pub mod timing;

@@ -57,6 +57,7 @@ pub struct Node {
 
 pub struct NodeBuilder {
     env: Vec<(String, String)>,
+    unset: Vec<String>,
     data_dir: Option<PathBuf>,
 }
 
@@ -69,13 +70,19 @@ impl NodeBuilder {
         self.env.extend(pairs);
         self
     }
+    /// Start without `key`, one of the defaults (e.g. `MEDIA_NODE_API_TOKEN`,
+    /// so the node keeps its token in its data dir).
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.unset.push(key.to_string());
+        self
+    }
     /// Reuse a data dir (to restart a node on the same job store).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
         self
     }
     pub async fn start(self) -> Node {
-        Node::spawn(self.env, self.data_dir).await
+        Node::spawn(self.env, self.unset, self.data_dir).await
     }
 }
 
@@ -83,6 +90,7 @@ impl Node {
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
             env: Vec::new(),
+            unset: Vec::new(),
             data_dir: None,
         }
     }
@@ -91,7 +99,11 @@ impl Node {
         Node::builder().start().await
     }
 
-    async fn spawn(extra_env: Vec<(String, String)>, data_dir: Option<PathBuf>) -> Node {
+    async fn spawn(
+        extra_env: Vec<(String, String)>,
+        unset: Vec<String>,
+        data_dir: Option<PathBuf>,
+    ) -> Node {
         let (tmp, data_dir) = match data_dir {
             Some(dir) => (None, dir),
             None => {
@@ -136,7 +148,9 @@ impl Node {
             ("MEDIA_NODE_LOG_FILTER", "info,media_node=debug".to_string()),
         ];
         for (k, v) in defaults {
-            cmd.env(k, v);
+            if !unset.iter().any(|u| u == k) {
+                cmd.env(k, v);
+            }
         }
         for (k, v) in &extra_env {
             cmd.env(k, v);

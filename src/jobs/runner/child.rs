@@ -9,11 +9,17 @@
 //! - the node writes `request.json` ([`Request`]) and starts the child with a
 //!   clean environment (no `MEDIA_NODE_*`, no `AWS_*`, no token), in its own
 //!   process group, with `no_new_privs` and a parent-death signal;
-//! - the child writes `progress N` lines on its stdout, logs on its stderr (the
-//!   node's), and on success or failure `reply.json` ([`Reply`]), then exits 0;
+//! - the child confines itself ([`crate::sandbox`]) to the request's policy:
+//!   it reads the work dir (the fetched input and tag images) and system
+//!   files, and writes only below `media/` ([`MEDIA_DIR`]);
+//! - it writes `progress N` lines on its stdout, logs on its stderr (the
+//!   node's), and on success or failure `media/reply.json` ([`Reply`]), then
+//!   exits 0;
 //! - cancel is SIGTERM (the child stops its pipelines and replies `canceled`),
 //!   then SIGKILL after [`KILL_GRACE`];
-//! - a child that dies without a reply crashed; the signal names why.
+//! - a child that dies without a reply crashed; the signal names why. One at
+//!   its memory limit replies `memory_limit` (from a fatal-signal handler if
+//!   need be); one out of CPU time dies of SIGXCPU (`job_timeout`).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
@@ -34,13 +40,20 @@ use super::{JobContext, ProgressSink, RunError};
 use crate::config::{LimitsConfig, LogConfig};
 use crate::jobs::error::{ErrorCode, panic_message};
 use crate::jobs::spec::JobSpec;
+use crate::media::registry;
 use crate::output::ProducedFile;
 use crate::presets::Presets;
+use crate::sandbox::{self, Enforced, Limits, Policy};
 
 /// The request the node leaves for the child.
 const REQUEST_FILE: &str = "request.json";
-/// The child's answer.
+/// The child's answer, in [`MEDIA_DIR`].
 const REPLY_FILE: &str = "reply.json";
+/// The child's own folder in the work dir, the only one it may write: its
+/// outputs, its stills, its reply, its temporary files.
+pub const MEDIA_DIR: &str = "media";
+/// Open files a child may hold (a 4-rung ladder with tags holds about 50).
+const OPEN_FILES: u64 = 1024;
 /// How long a child has after SIGTERM before it is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -74,6 +87,8 @@ pub struct Request {
     pub tag_fonts: Vec<PathBuf>,
     pub pipelines_dir: Option<PathBuf>,
     pub log: LogConfig,
+    /// What the child may touch, set before it reads the input.
+    pub policy: Policy,
 }
 
 /// How the child's media step ended.
@@ -109,6 +124,13 @@ impl From<Result<Made, RunError>> for Reply {
 
 /// Runs the media step of `spec` in a child process and waits for its reply.
 pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<Made, RunError> {
+    let media_dir = ctx.work_dir.join(MEDIA_DIR);
+    tokio::fs::create_dir_all(&media_dir)
+        .await
+        .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
+    if ctx.media_in_process {
+        return in_process(spec, fetched, ctx, media_dir).await;
+    }
     let request = Request {
         job_id: ctx.job_id,
         spec: spec.clone(),
@@ -118,6 +140,7 @@ pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<
         tag_fonts: ctx.tag_fonts.clone(),
         pipelines_dir: ctx.pipelines_dir.clone(),
         log: ctx.log.clone(),
+        policy: policy(ctx, &media_dir),
     };
     let json = serde_json::to_vec(&request)
         .map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))?;
@@ -125,12 +148,14 @@ pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<
         .await
         .map_err(|e| RunError::transient(ErrorCode::WorkDirError, e.to_string()))?;
 
-    let mut child = command(ctx.job_id, &ctx.work_dir)?.spawn().map_err(|e| {
-        RunError::transient(
-            ErrorCode::Internal,
-            format!("cannot start the media process: {e}"),
-        )
-    })?;
+    let mut child = command(ctx.job_id, &ctx.work_dir, &media_dir)?
+        .spawn()
+        .map_err(|e| {
+            RunError::transient(
+                ErrorCode::Internal,
+                format!("cannot start the media process: {e}"),
+            )
+        })?;
     let pid = child.id();
     info!(pid, "media process started");
     let progress = child.stdout.take().map(|out| {
@@ -165,16 +190,71 @@ pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<
     if let Some(task) = progress {
         let _ = task.await;
     }
-    match read_reply(&ctx.work_dir).await {
+    match read_reply(&media_dir).await {
         Some(reply) => reply_outcome(reply),
         None if stopping => Err(RunError::Canceled),
-        None => Err(died(status)),
+        None => Err(died(status, ctx)),
+    }
+}
+
+/// The media step in the node's own process, unconfined: the benchmark's
+/// reference for what the child costs.
+async fn in_process(
+    spec: &JobSpec,
+    fetched: &Fetched,
+    ctx: &JobContext,
+    media_dir: PathBuf,
+) -> Result<Made, RunError> {
+    warn!("running the media step in-process, without a sandbox (--debug-in-process)");
+    crate::media::init()?;
+    let media = MediaContext {
+        job_id: ctx.job_id,
+        presets: ctx.presets.clone(),
+        limits: ctx.limits.clone(),
+        tag_fonts: ctx.tag_fonts.clone(),
+        work_dir: media_dir,
+        progress: ctx.progress.clone(),
+        cancel: ctx.cancel.clone(),
+    };
+    media::run(spec, &fetched.input, &fetched.tag_images, &media).await
+}
+
+/// The child's sandbox: it reads the work dir, the node's GStreamer registry,
+/// the tag fonts, the presets and its own binary (and system files); it
+/// writes `media_dir`; its memory, CPU time, file sizes and open files are
+/// limited.
+fn policy(ctx: &JobContext, media_dir: &Path) -> Policy {
+    let mut read = vec![ctx.work_dir.clone(), registry::path()];
+    read.extend(ctx.tag_fonts.iter().cloned());
+    read.extend(ctx.pipelines_dir.iter().cloned());
+    read.extend(std::env::current_exe().ok());
+    Policy::new(
+        read,
+        vec![media_dir.to_path_buf()],
+        child_limits(ctx.child, &ctx.limits),
+    )
+}
+
+fn child_limits(child: super::ChildLimits, limits: &LimitsConfig) -> Limits {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    Limits {
+        memory_bytes: (child.memory_limit_mb > 0).then_some(child.memory_limit_mb << 20),
+        // The wall-time deadline on every core, and a little: the deadline
+        // itself stops the job first, this catches a child that ignores it.
+        cpu_seconds: Some(child.timeout_ms.div_ceil(1000) * cores + 10),
+        // No rendition of an allowed input comes near this.
+        file_bytes: Some((4 * limits.max_input_bytes).max(8 << 30)),
+        open_files: Some(OPEN_FILES),
     }
 }
 
 /// `media-node work` with a clean environment, its own process group,
 /// `no_new_privs` and SIGKILL when the node dies.
-fn command(job_id: Uuid, work_dir: &Path) -> Result<tokio::process::Command, RunError> {
+fn command(
+    job_id: Uuid,
+    work_dir: &Path,
+    media_dir: &Path,
+) -> Result<tokio::process::Command, RunError> {
     let exe = std::env::current_exe().map_err(|e| {
         RunError::permanent(
             ErrorCode::Internal,
@@ -193,7 +273,9 @@ fn command(job_id: Uuid, work_dir: &Path) -> Result<tokio::process::Command, Run
                 KEPT_ENV.contains(&k) || KEPT_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
             })
         }))
-        .current_dir(work_dir)
+        .envs(registry::child_env())
+        .env("TMPDIR", media_dir)
+        .current_dir(media_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -233,8 +315,8 @@ async fn read_progress(out: tokio::process::ChildStdout, sink: ProgressSink) {
     }
 }
 
-async fn read_reply(work_dir: &Path) -> Option<Reply> {
-    let bytes = tokio::fs::read(work_dir.join(REPLY_FILE)).await.ok()?;
+async fn read_reply(media_dir: &Path) -> Option<Reply> {
+    let bytes = tokio::fs::read(media_dir.join(REPLY_FILE)).await.ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(reply) => Some(reply),
         Err(e) => {
@@ -261,11 +343,24 @@ fn reply_outcome(reply: Reply) -> Result<Made, RunError> {
 }
 
 /// The run error of a child that ended without a reply.
-fn died(status: std::process::ExitStatus) -> RunError {
+fn died(status: std::process::ExitStatus, ctx: &JobContext) -> RunError {
     match status.signal() {
+        Some(libc::SIGXCPU) => {
+            warn!("the media process used up its CPU time");
+            RunError::permanent(
+                ErrorCode::JobTimeout,
+                format!(
+                    "the media process used up its CPU time ({} s)",
+                    child_limits(ctx.child, &ctx.limits)
+                        .cpu_seconds
+                        .unwrap_or_default()
+                ),
+            )
+        }
         Some(sig) => {
             let name = signal_name(sig);
             warn!(signal = name, "the media process crashed");
+            ctx.metrics.observe_child_crash("job", &name);
             RunError::transient(
                 ErrorCode::MediaCrashed,
                 format!("the media process was killed by {name}"),
@@ -275,6 +370,7 @@ fn died(status: std::process::ExitStatus) -> RunError {
         // exit): as much a crash of the media step as a signal.
         None => {
             warn!(%status, "the media process ended without a reply");
+            ctx.metrics.observe_child_crash("job", "exit");
             RunError::transient(
                 ErrorCode::MediaCrashed,
                 format!("the media process ended with {status} without a reply"),
@@ -344,27 +440,105 @@ pub fn work_main(job_id: Uuid, dir: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let media_dir = dir.join(MEDIA_DIR);
+    // Confined while it has one thread, before it reads a byte of input.
+    let enforced = match sandbox::enter(&request.policy) {
+        Ok(enforced) => enforced,
+        Err(e) => {
+            let failed = RunError::permanent(ErrorCode::Internal, e.to_string());
+            return write_reply(&media_dir, &Reply::from(Err(failed)));
+        }
+    };
+    if let Ok(bytes) = serde_json::to_vec(&memory_limit_reply()) {
+        sandbox::limits::on_fatal_signal_write(&media_dir.join(REPLY_FILE), bytes);
+    }
     crate::telemetry::init(&request.log);
-    default_fault_signals();
+    let span = tracing::info_span!("job", job_id = %job_id);
+    if enforced != Enforced::Fully {
+        span.in_scope(|| {
+            warn!(
+                ?enforced,
+                "this kernel confines the media process only in part"
+            )
+        });
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
+        Err(e) if sandbox::limits::memory_limit_hit() => {
+            eprintln!("media-node work: cannot start a runtime: {e}");
+            return write_reply(&media_dir, &memory_limit_reply());
+        }
         Err(e) => {
             eprintln!("media-node work: cannot start a runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let span = tracing::info_span!("job", job_id = %job_id);
-    let outcome = runtime.block_on(work(request, dir.to_path_buf()).instrument(span));
-    let reply = Reply::from(outcome);
-    let written = serde_json::to_vec(&reply)
+    let cancel = CancellationToken::new();
+    if let Err(e) = watch_memory(cancel.clone(), media_dir.clone()) {
+        span.in_scope(|| warn!(error = %e, "cannot watch the media process's memory"));
+    }
+    let outcome = runtime.block_on(work(request, media_dir.clone(), cancel).instrument(span));
+    let reply = match Reply::from(outcome) {
+        Reply::Failed { .. } | Reply::Canceled if sandbox::limits::memory_limit_hit() => {
+            memory_limit_reply()
+        }
+        reply => reply,
+    };
+    write_reply(&media_dir, &reply)
+}
+
+/// How often the child looks at its own peak memory.
+const MEMORY_WATCH: Duration = Duration::from_millis(200);
+
+/// A process at its memory limit does not always fail: a pipeline whose
+/// thread could not start just stalls. A watchdog thread stops the run
+/// (`cancel`) once the peak reaches the limit, and if the run has not ended
+/// [`KILL_GRACE`] later, replies `memory_limit` and exits.
+fn watch_memory(cancel: CancellationToken, media_dir: PathBuf) -> std::io::Result<()> {
+    if sandbox::limits::memory_limit().is_none() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("memory-watch".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            while !sandbox::limits::memory_limit_hit() {
+                std::thread::sleep(MEMORY_WATCH);
+            }
+            warn!("the media process reached its memory limit; stopping");
+            cancel.cancel();
+            std::thread::sleep(KILL_GRACE);
+            write_reply(&media_dir, &memory_limit_reply());
+            // SAFETY: ends the process without running exit handlers, which
+            // could wait on the stalled threads.
+            unsafe { libc::_exit(0) }
+        })
+        .map(drop)
+}
+
+/// The reply of a child that reached its memory limit.
+fn memory_limit_reply() -> Reply {
+    let limit = sandbox::limits::memory_limit().unwrap_or_default() >> 20;
+    Reply::Failed {
+        code: ErrorCode::MemoryLimit,
+        message: format!(
+            "the media process reached its memory limit of {limit} MiB (jobs.child_memory_limit_mb)"
+        ),
+        transient: false,
+    }
+}
+
+/// Writes `reply` (atomically); exit 0 when it could.
+fn write_reply(media_dir: &Path, reply: &Reply) -> ExitCode {
+    let written = serde_json::to_vec(reply)
         .map_err(|e| e.to_string())
         .and_then(|b| {
-            let tmp = dir.join(format!("{REPLY_FILE}.tmp"));
+            let tmp = media_dir.join(format!("{REPLY_FILE}.tmp"));
             std::fs::write(&tmp, b)
-                .and_then(|()| std::fs::rename(&tmp, dir.join(REPLY_FILE)))
+                .and_then(|()| std::fs::rename(&tmp, media_dir.join(REPLY_FILE)))
                 .map_err(|e| e.to_string())
         });
     match written {
@@ -376,24 +550,10 @@ pub fn work_main(job_id: Uuid, dir: &Path) -> ExitCode {
     }
 }
 
-/// Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows, and
-/// lets a signal that was no fault of its own (one sent by `kill`) pass. In
-/// the child a fault of any kind is a crash: it dies of the signal, and the
-/// node reports it (`media_crashed`).
-fn default_fault_signals() {
-    for sig in [libc::SIGSEGV, libc::SIGBUS] {
-        // SAFETY: restoring the default disposition, before any other thread.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-    }
-}
-
-async fn work(request: Request, dir: PathBuf) -> Result<Made, RunError> {
+async fn work(request: Request, dir: PathBuf, cancel: CancellationToken) -> Result<Made, RunError> {
     crate::media::init()?;
     let presets = Presets::load(request.pipelines_dir.as_deref())
         .map_err(|e| RunError::permanent(ErrorCode::SpecInvalid, e.to_string()))?;
-    let cancel = CancellationToken::new();
     let on_term = cancel.clone();
     tokio::spawn(async move {
         if let Ok(mut term) =

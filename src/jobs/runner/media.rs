@@ -57,6 +57,18 @@ pub async fn run(
     tag_images: &BTreeMap<String, PathBuf>,
     ctx: &MediaContext,
 ) -> Result<Made, RunError> {
+    #[cfg(feature = "test-support")]
+    if let Some(escape) = spec.test.as_ref().and_then(|t| t.escape.as_ref()) {
+        let mut result = Map::new();
+        result.insert(
+            "escape".into(),
+            Value::Object(super::escape::attempt(escape, input)),
+        );
+        return Ok(Made {
+            result,
+            files: Vec::new(),
+        });
+    }
     let input = input.to_path_buf();
 
     let prefix = output_prefix(spec);

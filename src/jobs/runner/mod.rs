@@ -13,6 +13,8 @@
 //!    be files of the work dir and uploaded to the store.
 
 pub mod child;
+#[cfg(feature = "test-support")]
+mod escape;
 pub mod fetch;
 pub mod media;
 pub mod publish;
@@ -28,7 +30,8 @@ use uuid::Uuid;
 use super::error::ErrorCode;
 pub use super::error::RunError;
 use super::spec::JobSpec;
-use crate::config::{LimitsConfig, LogConfig};
+use crate::config::{JobsConfig, LimitsConfig, LogConfig};
+use crate::metrics::Metrics;
 use crate::presets::Presets;
 use crate::store::DynStore;
 
@@ -67,9 +70,36 @@ pub struct JobContext {
     pub pipelines_dir: Option<PathBuf>,
     /// How the media child logs (the node's own settings).
     pub log: LogConfig,
+    /// How the media child is confined.
+    pub child: ChildLimits,
+    /// Run the media step in this process, without a child or a sandbox: only
+    /// `media-node process --debug-in-process`, the isolation benchmark's
+    /// reference.
+    pub media_in_process: bool,
+    /// Where the media child's crashes are counted.
+    pub metrics: Arc<Metrics>,
     pub progress: ProgressSink,
     /// Fires when the job is canceled (by a user, a lost lease, a timeout or shutdown).
     pub cancel: CancellationToken,
+}
+
+/// The resource limits of a job's media child, from `jobs.*`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildLimits {
+    /// `jobs.child_memory_limit_mb` (0: unlimited).
+    pub memory_limit_mb: u64,
+    /// `jobs.timeout_ms`: the child's CPU time is capped at this wall time on
+    /// every core.
+    pub timeout_ms: u64,
+}
+
+impl ChildLimits {
+    pub fn from_config(jobs: &JobsConfig) -> ChildLimits {
+        ChildLimits {
+            memory_limit_mb: jobs.child_memory_limit_mb,
+            timeout_ms: jobs.timeout_ms,
+        }
+    }
 }
 
 /// Runs one job to its result (the job's `result` JSON).
