@@ -35,7 +35,7 @@ SRC="$WORK/concert-10s.mov"
 ffmpeg -hide_banner -loglevel error -y -stream_loop -1 -i "$CONCERT" -t 10 \
   -c:v libx264 -preset medium -crf 14 -pix_fmt yuv420p -c:a pcm_s16le "$SRC"
 
-TOKEN=bench-token
+TOKEN=bench-token-0123456789
 MEDIA_NODE_LISTEN=127.0.0.1:0 MEDIA_NODE_RTMP_LISTEN=127.0.0.1:0 MEDIA_NODE_SRT_LISTEN=127.0.0.1:0 \
   MEDIA_NODE_DATA_DIR="$WORK/data" MEDIA_NODE_API_TOKEN=$TOKEN MEDIA_NODE_JOBS_WORKERS=1 \
   MEDIA_NODE_LOG_FILTER=warn "$BIN" serve >"$WORK/stdout" 2>"$WORK/log" &

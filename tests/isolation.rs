@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::media::generate;
+use common::media::test_clip;
 use common::{Node, TOKEN, WEBHOOK_SECRET, eventually};
 use serde_json::{Value, json};
 
@@ -96,28 +96,7 @@ async fn node_with_a_long_clip() -> (Node, tempfile::TempDir) {
         .await;
     let tmp = tempfile::tempdir().unwrap();
     // Long enough that the child is still transcoding when it is found.
-    let clip = generate(
-        tmp.path(),
-        "long.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30:duration=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=duration=30",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
-    );
+    let clip = test_clip(tmp.path(), "long.mp4", "1280x720", 30);
     node.upload("in/long.mp4", std::fs::read(clip).unwrap())
         .await;
     (node, tmp)
@@ -274,28 +253,7 @@ async fn a_media_process_at_its_memory_limit_fails_memory_limit() {
         .start()
         .await;
     let tmp = tempfile::tempdir().unwrap();
-    let clip = generate(
-        tmp.path(),
-        "1080p.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30:duration=2",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=duration=2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
-    );
+    let clip = test_clip(tmp.path(), "1080p.mp4", "1920x1080", 2);
     node.upload("in/1080p.mp4", std::fs::read(clip).unwrap())
         .await;
     let before = node.peak_memory();

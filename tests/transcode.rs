@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::media::{ffprobe, generate, stream};
+use common::media::{ffprobe, generate, stream, test_clip};
 use common::{Node, fixture};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -574,28 +574,7 @@ async fn a_rerun_overwrites_the_same_keys() {
 async fn cancel_stops_the_pipeline_and_publishes_nothing() {
     let node = Node::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let long = generate(
-        tmp.path(),
-        "long.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30:duration=60",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=duration=60",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
-    );
+    let long = test_clip(tmp.path(), "long.mp4", "1280x720", 60);
     node.upload("in/long.mp4", std::fs::read(&long).unwrap())
         .await;
     let id = node

@@ -6,6 +6,35 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// An H.264 (ultrafast) + AAC test pattern of `size` (`1280x720`) at 30 fps,
+/// `seconds` long.
+pub fn test_clip(dir: &Path, name: &str, size: &str, seconds: u32) -> PathBuf {
+    let video = format!("testsrc2=size={size}:rate=30:duration={seconds}");
+    let audio = format!("sine=duration={seconds}");
+    generate(
+        dir,
+        name,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &video,
+            "-f",
+            "lavfi",
+            "-i",
+            &audio,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    )
+}
+
 /// Generates a clip with ffmpeg's test sources.
 pub fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let out = dir.join(name);

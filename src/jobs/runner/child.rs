@@ -206,7 +206,6 @@ async fn in_process(
     media_dir: PathBuf,
 ) -> Result<Made, RunError> {
     warn!("running the media step in-process, without a sandbox (--debug-in-process)");
-    crate::media::init()?;
     let media = MediaContext {
         job_id: ctx.job_id,
         presets: ctx.presets.clone(),
@@ -551,7 +550,7 @@ fn write_reply(media_dir: &Path, reply: &Reply) -> ExitCode {
 }
 
 async fn work(request: Request, dir: PathBuf, cancel: CancellationToken) -> Result<Made, RunError> {
-    crate::media::init()?;
+    // GStreamer starts only for a video (media::run): photos never load it.
     let presets = Presets::load(request.pipelines_dir.as_deref())
         .map_err(|e| RunError::permanent(ErrorCode::SpecInvalid, e.to_string()))?;
     let on_term = cancel.clone();

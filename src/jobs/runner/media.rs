@@ -92,6 +92,8 @@ pub async fn run(
         }
         None
     } else if spec.probe || spec.renditions.is_some() || wants_stills {
+        // Photos never need GStreamer; in a media child it starts here.
+        media::init()?;
         let timeout = Duration::from_millis(ctx.limits.probe_timeout_ms);
         let probe = tokio::select! {
             probe = media::probe::probe_file(&input, timeout) => probe?,
