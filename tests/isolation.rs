@@ -142,6 +142,11 @@ async fn a_crashed_media_process_fails_its_run_alone() {
         "{}",
         node.log()
     );
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("media_node_child_crashes_total{kind=\"job\",signal=\"SIGSEGV\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! only the process's own folder, no TCP bind or connect, no signals to
 //! processes outside the sandbox, no abstract UNIX sockets outside it.
 //!
+//! A rule holds on the file a path resolves to (symlinks such as `/lib` on
+//! merged-/usr systems are followed when the rule is made).
+//!
 //! Best effort, as the `landlock` crate does it: a kernel without Landlock (or
 //! with an older ABI) enforces what it has, and [`Enforced`] says so.
 
@@ -12,7 +15,7 @@ use landlock::{
     Scope, path_beneath_rules,
 };
 
-use super::{Enforced, SandboxError, with_target};
+use super::{Enforced, SandboxError};
 
 /// The newest ABI this code asks for; older kernels get what they have.
 const ABI_WANTED: ABI = ABI::V6;
@@ -23,7 +26,6 @@ pub fn restrict(read: &[PathBuf], write: &[PathBuf]) -> Result<Enforced, Sandbox
     // Reading never includes executing: the sandbox runs no program.
     let reading = AccessFs::ReadFile | AccessFs::ReadDir;
     let writing = all & !AccessFs::Execute;
-    let read: Vec<PathBuf> = read.iter().flat_map(|p| with_target(p)).collect();
     let status = landlock::Ruleset::default()
         .handle_access(all)
         .map_err(err)?
@@ -33,7 +35,7 @@ pub fn restrict(read: &[PathBuf], write: &[PathBuf]) -> Result<Enforced, Sandbox
         .map_err(err)?
         .create()
         .map_err(err)?
-        .add_rules(path_beneath_rules(&read, reading))
+        .add_rules(path_beneath_rules(read, reading))
         .map_err(err)?
         .add_rules(path_beneath_rules(write, writing))
         .map_err(err)?

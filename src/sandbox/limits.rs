@@ -86,9 +86,9 @@ fn set_soft(
 
 /// How close to the limit a peak must be to count as a hit: the largest
 /// single requests (a thread stack, a malloc arena, a 4K frame) are around
-/// 64 MiB.
+/// 64 MiB; never more than a quarter of a small limit.
 pub fn headroom(limit: u64) -> u64 {
-    (limit / 8).max(64 << 20)
+    (limit / 8).max(64 << 20).min(limit / 4)
 }
 
 /// Whether this process's peak address space reached its memory limit.
@@ -217,7 +217,9 @@ mod tests {
 
     #[test]
     fn the_headroom_is_an_eighth_or_64_mib() {
-        assert_eq!(headroom(48 << 20), 64 << 20);
+        assert_eq!(headroom(48 << 20), 12 << 20);
+        assert_eq!(headroom(1 << 30), 128 << 20);
+        assert_eq!(headroom(512 << 20), 64 << 20);
         assert_eq!(headroom(8 << 30), 1 << 30);
     }
 }

@@ -19,7 +19,7 @@ pub mod filter;
 pub mod fs;
 pub mod limits;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,16 +105,4 @@ pub fn system_read_paths() -> Vec<PathBuf> {
     .map(PathBuf::from)
     .filter(|p| p.exists())
     .collect()
-}
-
-/// `path` and, when it is a symlink (as `/lib` is on merged-/usr systems),
-/// what it points to: Landlock rules hold on the files themselves.
-fn with_target(path: &Path) -> Vec<PathBuf> {
-    let mut paths = vec![path.to_path_buf()];
-    if let Ok(target) = path.canonicalize()
-        && target != path
-    {
-        paths.push(target);
-    }
-    paths
 }
