@@ -18,6 +18,7 @@
 pub mod filter;
 pub mod fs;
 pub mod limits;
+pub mod spawn;
 
 use std::path::PathBuf;
 

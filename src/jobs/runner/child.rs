@@ -22,9 +22,10 @@
 //!   need be); one out of CPU time dies of SIGXCPU (`job_timeout`).
 
 use std::collections::BTreeMap;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,6 @@ use super::{JobContext, ProgressSink, RunError};
 use crate::config::{LimitsConfig, LogConfig};
 use crate::jobs::error::{ErrorCode, panic_message};
 use crate::jobs::spec::JobSpec;
-use crate::media::registry;
 use crate::output::ProducedFile;
 use crate::presets::Presets;
 use crate::sandbox::{self, Enforced, Limits, Policy};
@@ -56,25 +56,6 @@ pub const MEDIA_DIR: &str = "media";
 const OPEN_FILES: u64 = 1024;
 /// How long a child has after SIGTERM before it is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Environment variables a child keeps: what GStreamer, glib and the C
-/// libraries need to find their files, and logging. Nothing else of the node's
-/// environment (tokens, secrets, credentials) reaches it.
-const KEPT_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "XDG_CACHE_HOME",
-    "XDG_DATA_DIRS",
-    "RUST_LOG",
-    "RUST_BACKTRACE",
-];
-/// Prefixes of kept variables (GStreamer's own, ORC's).
-const KEPT_ENV_PREFIXES: &[&str] = &["GST_", "ORC_"];
 
 /// What the child is asked to do.
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,7 +152,7 @@ pub async fn run(spec: &JobSpec, fetched: &Fetched, ctx: &JobContext) -> Result<
             status = child.wait() => break status,
             _ = ctx.cancel.cancelled(), if !stopping => {
                 stopping = true;
-                signal(pid, rustix::process::Signal::TERM);
+                sandbox::spawn::signal(pid, rustix::process::Signal::TERM);
                 kill_at.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
             }
             _ = &mut kill_at, if stopping => {
@@ -223,7 +204,7 @@ async fn in_process(
 /// writes `media_dir`; its memory, CPU time, file sizes and open files are
 /// limited.
 fn policy(ctx: &JobContext, media_dir: &Path) -> Policy {
-    let mut read = vec![ctx.work_dir.clone(), registry::path()];
+    let mut read = vec![ctx.work_dir.clone(), crate::media::registry::path()];
     read.extend(ctx.tag_fonts.iter().cloned());
     read.extend(ctx.pipelines_dir.iter().cloned());
     read.extend(std::env::current_exe().ok());
@@ -247,58 +228,23 @@ fn child_limits(child: super::ChildLimits, limits: &LimitsConfig) -> Limits {
     }
 }
 
-/// `media-node work` with a clean environment, its own process group,
-/// `no_new_privs` and SIGKILL when the node dies.
+/// `media-node work --job ID --dir DIR`, confined as every media process
+/// starts ([`sandbox::spawn::command`]), in its own folder.
 fn command(
     job_id: Uuid,
     work_dir: &Path,
     media_dir: &Path,
 ) -> Result<tokio::process::Command, RunError> {
-    let exe = std::env::current_exe().map_err(|e| {
+    let job = job_id.to_string();
+    let args = [OsStr::new("work"), OsStr::new("--job"), OsStr::new(&job)];
+    let mut cmd = sandbox::spawn::command(args, media_dir).map_err(|e| {
         RunError::permanent(
             ErrorCode::Internal,
             format!("cannot find the node's binary: {e}"),
         )
     })?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("work")
-        .arg("--job")
-        .arg(job_id.to_string())
-        .arg("--dir")
-        .arg(work_dir)
-        .env_clear()
-        .envs(std::env::vars_os().filter(|(k, _)| {
-            k.to_str().is_some_and(|k| {
-                KEPT_ENV.contains(&k) || KEPT_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
-            })
-        }))
-        .envs(registry::child_env())
-        .env("TMPDIR", media_dir)
-        .current_dir(media_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls (two prctls).
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            rustix::thread::set_no_new_privs(true)?;
-            Ok(())
-        });
-    }
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
+    cmd.arg("--dir").arg(work_dir);
     Ok(cmd)
-}
-
-fn signal(pid: Option<u32>, sig: rustix::process::Signal) {
-    if let Some(pid) = pid
-        .and_then(|p| i32::try_from(p).ok())
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, sig);
-    }
 }
 
 /// Forwards the child's `progress N` lines until it closes its stdout.
@@ -357,7 +303,7 @@ fn died(status: std::process::ExitStatus, ctx: &JobContext) -> RunError {
             )
         }
         Some(sig) => {
-            let name = signal_name(sig);
+            let name = sandbox::spawn::signal_name(sig);
             warn!(signal = name, "the media process crashed");
             ctx.metrics.observe_child_crash("job", &name);
             RunError::transient(
@@ -376,25 +322,6 @@ fn died(status: std::process::ExitStatus, ctx: &JobContext) -> RunError {
             )
         }
     }
-}
-
-/// The name of signal `sig` (`SIGSEGV`), or its number.
-pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
 }
 
 /// The files of a reply, each checked to be a regular file inside `work_dir`
@@ -597,12 +524,6 @@ fn stdout_progress() -> ProgressSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signals_have_names() {
-        assert_eq!(signal_name(11), "SIGSEGV");
-        assert_eq!(signal_name(64), "signal 64");
-    }
 
     #[test]
     fn only_files_of_the_work_dir_are_published() {
