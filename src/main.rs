@@ -66,6 +66,14 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// (internal) A live stream's media process: rendition encodes and
+    /// poster decodes, confined; speaks to the node on stdin and stdout.
+    #[command(hide = true)]
+    WorkLive {
+        /// The stream this process works for (so `ps` shows it).
+        #[arg(long)]
+        stream: uuid::Uuid,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +82,9 @@ fn main() -> ExitCode {
     // environment (which the node cleared).
     if let Command::Work { job, dir } = &cli.command {
         return media_node::jobs::runner::child::work_main(*job, dir);
+    }
+    if let Command::WorkLive { stream } = &cli.command {
+        return media_node::live::worker::child::work_live_main(*stream);
     }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -130,7 +141,10 @@ fn main() -> ExitCode {
                 out,
                 debug_in_process,
             } => process(config, input, spec, out, debug_in_process).await,
-            Command::Config | Command::Openapi | Command::Work { .. } => {
+            Command::Config
+            | Command::Openapi
+            | Command::Work { .. }
+            | Command::WorkLive { .. } => {
                 unreachable!("handled above")
             }
         }

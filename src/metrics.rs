@@ -160,6 +160,11 @@ impl Metrics {
         }
     }
 
+    /// The crash counter's family, for the live relay's media processes.
+    pub fn child_crashes(&self) -> Family<CrashLabels, Counter> {
+        self.child_crashes.clone()
+    }
+
     pub fn observe_child_crash(&self, kind: &str, signal: &str) {
         self.child_crashes
             .get_or_create(&CrashLabels {

@@ -31,6 +31,7 @@ use crate::live::service::{LiveDeps, LiveService};
 use crate::live::spool::Spool;
 use crate::live::srt::{SrtServer, SrtSettings};
 use crate::live::throttle::Throttle;
+use crate::live::worker::WorkerConfig;
 use crate::media;
 use crate::metrics::Metrics;
 use crate::presets::{Kind, Presets};
@@ -79,6 +80,10 @@ async fn start_live(
         spool: Arc::new(spool),
         node_id: node_id(),
         max_transcodes: config.live.max_transcodes,
+        worker: WorkerConfig {
+            memory_limit_mb: config.jobs.child_memory_limit_mb,
+            log: config.log.clone(),
+        },
     });
     service
         .recover()

@@ -92,9 +92,11 @@ pub struct RenditionView {
     /// `source` (as published) or a rung of the profile.
     #[schema(example = "240p")]
     pub name: String,
-    /// Encoded by this node. False for the source, and for rungs when the
-    /// node had no transcode slot free (`live.max_transcodes`): the stream is
-    /// then relayed as the source alone.
+    /// Encoded by this node now. False for the source; for rungs when the
+    /// node had no transcode slot free (`live.max_transcodes`), and while
+    /// encoding is stopped for the connected publisher (overloaded, or the
+    /// stream's media process crashed too often): the stream is then relayed
+    /// as the source alone.
     pub encoded: bool,
     /// Store key of its media playlist.
     pub playlist_key: String,

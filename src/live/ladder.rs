@@ -1,36 +1,33 @@
-//! The optional small ladder of a live stream: renditions encoded on the node
-//! next to the source, which is always relayed as published.
+//! The optional small ladder of a live stream: renditions encoded next to the
+//! source, which is always relayed as published.
 //!
 //! ```text
-//! publisher access units ──▶ appsrc ! h264parse ! avdec_h264 ! tee
-//!   (one session per publisher connection)        └─ per rung: queue ! videoscale ! videoconvert
-//!                                                      ! x264enc ! h264parse ! appsink ──▶ rung segmenter ──▶ relay
-//! publisher AAC ────────────────────────────────────────────── (copied) ──────────┘
+//! publisher access units ──▶ stream's media process (decode once, x264 per rung) ──▶ rung segmenter ──▶ relay
+//!   (one session per publisher connection)             ([`super::worker`])                 ▲
+//! publisher AAC ──────────────────────────────────────── (copied) ─────────────────────────┘
 //! ```
 //!
-//! One decode feeds every rung. Audio is not re-encoded: each rung carries the
-//! publisher's AAC, released to the rung's segmenter as its video comes out of
-//! the encoder, so segments interleave as the source's do.
+//! The decode and the encodes run in the stream's sandboxed media process
+//! ([`super::worker`]); this module keeps what outlives it: the rungs'
+//! segmenters and relays, the sessions, and the audio. Audio is not
+//! re-encoded: each rung carries the publisher's AAC, released to the rung's
+//! segmenter as its video comes back from the encoder, so segments interleave
+//! as the source's do.
 //!
 //! Alignment: wherever the source's segmenter starts a segment, the rung
-//! encoders are made to put a keyframe on that very frame (a force-key-unit
-//! event on the encoder's sink pad) and the rung segmenters cut there and only
-//! there ([`Segmenter::push_video_following`]). Segment N of every rendition
-//! covers the same time, with the same sequence number, so players switch at
-//! any boundary. A source whose keyframes are far apart still gets
-//! independent rung segments, since the forced keyframes are the rungs' own.
-//!
-//! Threads: the appsrc's streaming thread decodes, each rung's queue gives it
-//! an encoder thread (x264 with one thread: many small encodes on a small
-//! machine share it better than a few wide ones). Encoded frames are muxed on
-//! those threads (CPU only) and handed to the relay over a channel: no
-//! blocking I/O on GStreamer threads.
+//! encoders put a keyframe on that very frame and the rung segmenters cut
+//! there and only there ([`Segmenter::push_video_following`]). Segment N of
+//! every rendition covers the same time, with the same sequence number, so
+//! players switch at any boundary.
 //!
 //! "When the machine has the CPU for it": a node encodes at most
 //! `live.max_transcodes` streams; others with a transcoding profile are relayed
 //! as the source alone. A session whose decoder falls more than a few seconds
 //! behind real time is stopped (the rungs end their segment there) rather than
-//! let the backlog grow; the source is never affected.
+//! let the backlog grow; the source is never affected. Neither is it when the
+//! media process crashes: the session ends `Crashed`, and the publisher's
+//! connection starts a new one (and a new process) at the next keyframe, a
+//! few times at most.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,22 +35,15 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-use gstreamer_video as gst_video;
 use tracing::{debug, info, warn};
 
 use super::flv::AvcConfig;
 use super::metrics::LiveMetrics;
 use super::relay::{ClosedMedia, Relay};
 use super::segmenter::{AudioFrame, ClosedSegment, Segmenter, SegmenterConfig, VideoFrame};
+use super::worker::wire::SessionEnd;
+use super::worker::{Ended, RungSink, SessionLink, SessionStart, StreamWorker, WorkerError};
 use crate::presets::live::LiveTranscode;
-
-/// Frames waiting for the decoder before a session is declared overloaded
-/// (4 s at 30 fps).
-const MAX_BACKLOG_FRAMES: u64 = 120;
 /// Audio frames a rung holds while its video is in the encoder (about 10 s
 /// of AAC); only a stalled encoder reaches it.
 const MAX_AUDIO_QUEUE: usize = 500;
@@ -65,12 +55,14 @@ const MAX_JUMP_TICKS: i64 = 10 * 90_000;
 /// How long the encoders get to flush at the end of a session.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LadderError {
     #[error("the renditions' pipeline failed: {0}")]
     Pipeline(String),
     #[error("the rendition encoders fall behind real time")]
     Overloaded,
+    #[error("the stream's media process crashed ({0})")]
+    Crashed(String),
     #[error("the publisher's timestamps jumped")]
     TimestampJump,
     #[error("the first frame has no SPS")]
@@ -85,6 +77,7 @@ impl LadderError {
         match self {
             LadderError::Overloaded => "overloaded",
             LadderError::TimestampJump => "timestamp_jump",
+            LadderError::Crashed(_) => "crashed",
             LadderError::NoSps | LadderError::Pipeline(_) => "pipeline",
             LadderError::Ending => "ending",
         }
@@ -155,6 +148,11 @@ pub struct Ladder {
     /// A transcode slot of this node (`live.max_transcodes`); without one the
     /// rungs only finish what an earlier run left.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The stream's media process, where the encoders run.
+    worker: Arc<StreamWorker>,
+    /// Encoding stopped for the publisher connected now (overloaded, failed,
+    /// crashed too often): the rungs get no new segments.
+    paused: AtomicBool,
     me: Weak<Ladder>,
 }
 
@@ -172,6 +170,7 @@ pub struct LadderStart {
     pub clock: Clock,
     pub metrics: LiveMetrics,
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub worker: Arc<StreamWorker>,
 }
 
 impl Ladder {
@@ -216,6 +215,8 @@ impl Ladder {
             clock: start.clock,
             metrics: start.metrics,
             permit: start.permit,
+            worker: start.worker,
+            paused: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -223,6 +224,17 @@ impl Ladder {
     /// Whether this node encodes the renditions (it had a transcode slot).
     pub fn encodes(&self) -> bool {
         self.permit.is_some()
+    }
+
+    /// Whether the rungs are being encoded now (`renditions[].encoded`).
+    pub fn encoding(&self) -> bool {
+        self.encodes() && !self.paused.load(Ordering::Acquire)
+    }
+
+    /// Encoding stops for the publisher connected now; a new session
+    /// (e.g. a reconnect) starts it again.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -259,30 +271,35 @@ impl Ladder {
         }
         let composition = (first.pts - first.dts).max(0);
         let base = first.dts - BASE_MARGIN_TICKS;
-        let built = build(self, &ladder, id, &sizes, base, composition);
-        let (pipeline, src, cuts) = match built {
-            Ok(built) => built,
+        let sink: Weak<dyn RungSink> = self.me.clone();
+        let started = self.worker.begin(SessionStart {
+            session: id,
+            spec: &self.spec,
+            sizes,
+            base,
+            composition,
+            sink,
+        });
+        let (link, over) = match started {
+            Ok(started) => started,
             Err(e) => {
                 self.drained(id, false);
-                return Err(e);
+                return Err(match e {
+                    WorkerError::Busy => LadderError::Overloaded,
+                    e => LadderError::Pipeline(e.to_string()),
+                });
             }
         };
-        let failed = Arc::new(AtomicBool::new(false));
+        self.paused.store(false, Ordering::Release);
+        let ended = Arc::new(Mutex::new(None));
         let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(watch(
-            ladder,
-            id,
-            pipeline.clone(),
-            failed.clone(),
-            finish_rx,
-        ));
+        tokio::spawn(watch(ladder, id, over, ended.clone(), finish_rx));
         info!(stream_id = %self.stream, session = id, width, height, "encoding renditions");
         Ok(Session {
-            src,
+            link,
             base,
             last_dts: first.dts,
-            cuts,
-            failed,
+            ended,
             finish: Some(finish_tx),
         })
     }
@@ -421,53 +438,44 @@ impl Drop for Ladder {
     }
 }
 
+impl RungSink for Ladder {
+    fn rung_frame(&self, index: usize, session: u64, frame: VideoFrame, cut: bool) {
+        if index < self.rungs.len() {
+            self.output(index, session, frame, cut);
+        }
+    }
+}
+
 /// One publisher connection's encoding: frames in, rung frames out through
 /// [`Ladder::output`]. Dropping it finishes it.
 pub struct Session {
-    src: gst_app::AppSrc,
+    link: SessionLink,
     /// Publisher time (90 kHz) at pipeline time 0.
     base: i64,
     last_dts: i64,
-    /// Per rung: pipeline times (ns) of frames the source cut at.
-    cuts: Vec<Arc<Mutex<VecDeque<u64>>>>,
-    failed: Arc<AtomicBool>,
+    /// Why the session is over, once it is.
+    ended: Arc<Mutex<Option<LadderError>>>,
     finish: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Session {
     /// One source access unit; `cut` when the source's segmenter started a
     /// segment with it. An error ends the session (the caller finishes it).
+    /// Never waits: a media process that does not keep up is `Overloaded`.
     pub fn push(&mut self, frame: &VideoFrame, cut: bool) -> Result<(), LadderError> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(LadderError::Pipeline("stopped".into()));
+        if let Some(e) = lock(&self.ended).clone() {
+            return Err(e);
         }
         let step = frame.dts - self.last_dts;
         if !(-MAX_JUMP_TICKS..=MAX_JUMP_TICKS).contains(&step) || frame.dts < self.base {
             return Err(LadderError::TimestampJump);
         }
         self.last_dts = self.last_dts.max(frame.dts);
-        if self.src.current_level_buffers() > MAX_BACKLOG_FRAMES {
-            return Err(LadderError::Overloaded);
-        }
-        let pts = to_ns(frame.pts.max(frame.dts) - self.base);
-        let dts = to_ns(frame.dts - self.base);
-        if cut {
-            for queue in &self.cuts {
-                lock(queue).push_back(pts);
-            }
-        }
-        let mut buffer = gst::Buffer::from_slice(frame.data.clone());
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::from_nseconds(pts));
-            b.set_dts(gst::ClockTime::from_nseconds(dts));
-            if !frame.keyframe {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
-            }
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| LadderError::Pipeline(e.to_string()))
+        self.link.frame(frame, cut).map_err(|e| match e {
+            WorkerError::Busy => LadderError::Overloaded,
+            WorkerError::Gone => LadderError::Crashed("gone".into()),
+            e => LadderError::Pipeline(e.to_string()),
+        })
     }
 
     /// Ends the session: the encoders flush what they hold into the rungs
@@ -478,7 +486,7 @@ impl Session {
 
     fn close(&mut self) {
         if let Some(tx) = self.finish.take() {
-            let _ = self.src.end_of_stream();
+            self.link.finish();
             let _ = tx.send(());
         }
     }
@@ -490,36 +498,33 @@ impl Drop for Session {
     }
 }
 
-/// Watches a session's bus until it drains (end of stream after
-/// [`Session::finish`]), fails, or the flush times out; then the rungs close
-/// their segments and the pipeline is torn down off the runtime.
+/// Waits for a session to end in the media process (drained after
+/// [`Session::finish`], failed, overloaded, crashed) or for its flush to time
+/// out; then the rungs close their segments.
 async fn watch(
     ladder: Arc<Ladder>,
     session: u64,
-    pipeline: gst::Pipeline,
-    failed: Arc<AtomicBool>,
+    over: tokio::sync::oneshot::Receiver<Ended>,
+    ended: Arc<Mutex<Option<LadderError>>>,
     finish: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let Some(bus) = pipeline.bus() else {
-        ladder.drained(session, false);
-        return;
-    };
-    let mut messages = bus.stream();
+    let mut over = std::pin::pin!(over);
     let mut finish = std::pin::pin!(finish);
     let mut finishing = false;
     let deadline = tokio::time::sleep(Duration::MAX / 4);
     let mut deadline = std::pin::pin!(deadline);
-    loop {
+    let why = loop {
         tokio::select! {
-            msg = messages.next() => match msg.as_ref().map(|m| m.view()) {
-                None | Some(gst::MessageView::Eos(_)) => break,
-                Some(gst::MessageView::Error(e)) => {
-                    warn!(stream_id = %ladder.stream, session, error = %e.error(), "rendition pipeline failed");
+            end = &mut over => break match end {
+                Ok(Ended::Child(SessionEnd::Drained)) => None,
+                Ok(Ended::Child(SessionEnd::Overloaded)) => Some(LadderError::Overloaded),
+                Ok(Ended::Child(SessionEnd::Failed { message })) => {
+                    warn!(stream_id = %ladder.stream, session, error = %message, "rendition pipeline failed");
                     ladder.metrics.transcode_failed("pipeline");
-                    failed.store(true, Ordering::Release);
-                    break;
+                    Some(LadderError::Pipeline(message))
                 }
-                _ => {}
+                Ok(Ended::Crashed(why)) => Some(LadderError::Crashed(why)),
+                Err(_) => Some(LadderError::Crashed("gone".into())),
             },
             _ = &mut finish, if !finishing => {
                 finishing = true;
@@ -528,230 +533,18 @@ async fn watch(
             }
             _ = &mut deadline, if finishing => {
                 warn!(stream_id = %ladder.stream, session, "rendition encoders did not flush in time");
-                break;
+                ladder.worker.forget(session);
+                break None;
             }
         }
-    }
-    failed.store(true, Ordering::Release);
+    };
+    lock(&ended).get_or_insert(why.unwrap_or_else(|| LadderError::Pipeline("stopped".into())));
     ladder.drained(session, finishing);
     debug!(stream_id = %ladder.stream, session, "rendition session over");
-    // Stopping joins the streaming threads: not on the runtime.
-    tokio::task::spawn_blocking(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-    });
-}
-
-type Built = (
-    gst::Pipeline,
-    gst_app::AppSrc,
-    Vec<Arc<Mutex<VecDeque<u64>>>>,
-);
-
-fn build(
-    ladder: &Ladder,
-    strong: &Arc<Ladder>,
-    session: u64,
-    sizes: &[(u32, u32)],
-    base: i64,
-    composition: i64,
-) -> Result<Built, LadderError> {
-    crate::media::init().map_err(|e| LadderError::Pipeline(e.to_string()))?;
-    let err = |e: &dyn std::fmt::Display| LadderError::Pipeline(e.to_string());
-    let make = |name: &str| {
-        gst::ElementFactory::make(name)
-            .build()
-            .map_err(|e| LadderError::Pipeline(format!("{name}: {e}")))
-    };
-    let caps = super::poster::annex_b_caps();
-    let src = gst_app::AppSrc::builder()
-        .caps(&caps)
-        .format(gst::Format::Time)
-        .is_live(true)
-        // Never blocks ingest: the backlog check in `push` bounds it.
-        .block(false)
-        .max_bytes(0)
-        .build();
-    let parse = make("h264parse")?;
-    let decode = make("avdec_h264")?;
-    decode.set_property_from_str("max-threads", "1");
-    let tee = make("tee")?;
-    let pipeline = gst::Pipeline::new();
-    pipeline
-        .add_many([src.upcast_ref::<gst::Element>(), &parse, &decode, &tee])
-        .map_err(|e| err(&e))?;
-    gst::Element::link_many([src.upcast_ref::<gst::Element>(), &parse, &decode, &tee])
-        .map_err(|e| err(&e))?;
-
-    let mut cuts = Vec::new();
-    for (index, (spec, &(width, height))) in ladder.spec.rungs.iter().zip(sizes).enumerate() {
-        let queue = gst::ElementFactory::make("queue")
-            .property("max-size-buffers", 4u32)
-            .property("max-size-bytes", 0u32)
-            .property("max-size-time", 0u64)
-            .build()
-            .map_err(|e| err(&e))?;
-        let scale = make("videoscale")?;
-        let size = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-raw")
-                    .field("width", width as i32)
-                    .field("height", height as i32)
-                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                    .build(),
-            )
-            .build()
-            .map_err(|e| err(&e))?;
-        let convert = make("videoconvert")?;
-        let i420 = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .build(),
-            )
-            .build()
-            .map_err(|e| err(&e))?;
-        let enc = gst::ElementFactory::make("x264enc")
-            .property("bitrate", spec.video_kbps)
-            .property(
-                "vbv-buf-capacity",
-                crate::media::transcode::pipeline::VBV_BUFFER_MS,
-            )
-            .property("bframes", 0u32)
-            .property("threads", 1u32)
-            .property("key-int-max", 600u32)
-            // Keyframes where the source cuts (forced), not on scene cuts.
-            .property("option-string", format!("scenecut=0:level={}", spec.level))
-            .build()
-            .map_err(|_| LadderError::Pipeline("x264enc is missing".into()))?;
-        enc.set_property_from_str("speed-preset", &ladder.spec.x264_preset);
-        enc.set_property_from_str("tune", "zerolatency");
-        let profile = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("profile", spec.profile.caps_name())
-                    .build(),
-            )
-            .build()
-            .map_err(|e| err(&e))?;
-        // SPS and PPS before every keyframe: each segment decodes alone.
-        let reparse = gst::ElementFactory::make("h264parse")
-            .property("config-interval", -1i32)
-            .build()
-            .map_err(|e| err(&e))?;
-        let sink = gst_app::AppSink::builder().caps(&caps).sync(false).build();
-        let chain = [
-            &queue,
-            &scale,
-            &size,
-            &convert,
-            &i420,
-            &enc,
-            &profile,
-            &reparse,
-            sink.upcast_ref::<gst::Element>(),
-        ];
-        pipeline.add_many(chain).map_err(|e| err(&e))?;
-        gst::Element::link_many(chain).map_err(|e| err(&e))?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| LadderError::Pipeline("tee pad".into()))?;
-        let queue_pad = queue
-            .static_pad("sink")
-            .ok_or_else(|| LadderError::Pipeline("queue pad".into()))?;
-        tee_pad.link(&queue_pad).map_err(|e| err(&e))?;
-
-        let rung_cuts = Arc::new(Mutex::new(VecDeque::new()));
-        force_keyframes(&enc, rung_cuts.clone())?;
-        let weak = Arc::downgrade(strong);
-        let out_cuts = rung_cuts.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let Some(ladder) = weak.upgrade() else {
-                        return Err(gst::FlowError::Eos);
-                    };
-                    let Some(buffer) = sample.buffer() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    // x264enc moves its output 1000 hours on (room for
-                    // negative DTS) in a new segment: running time is what
-                    // matches the input's timestamps.
-                    let running = sample
-                        .segment()
-                        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-                        .zip(buffer.pts())
-                        .and_then(|(segment, pts)| segment.to_running_time(pts));
-                    let Some(ns) = running.map(gst::ClockTime::nseconds) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let cut = {
-                        let mut queue = lock(&out_cuts);
-                        while queue.front().is_some_and(|&c| c < ns) {
-                            queue.pop_front();
-                        }
-                        queue.front() == Some(&ns) && queue.pop_front().is_some()
-                    };
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let pts = base + from_ns(ns);
-                    let frame = VideoFrame {
-                        pts,
-                        dts: pts - composition,
-                        keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                        data: bytes::Bytes::copy_from_slice(map.as_slice()),
-                    };
-                    ladder.output(index, session, frame, cut);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        cuts.push(rung_cuts);
-    }
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| err(&e))?;
-    Ok((pipeline, src, cuts))
-}
-
-/// Before a frame the source cut at reaches the encoder, asks it for a
-/// keyframe there.
-fn force_keyframes(enc: &gst::Element, cuts: Arc<Mutex<VecDeque<u64>>>) -> Result<(), LadderError> {
-    let pad = enc
-        .static_pad("sink")
-        .ok_or_else(|| LadderError::Pipeline("encoder pad".into()))?;
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
-            && let Some(pts) = buffer.pts()
-            && lock(&cuts).contains(&pts.nseconds())
-        {
-            // "As soon as possible", i.e. this very buffer: a running time
-            // would be compared with the encoder's own idea of it, which x264enc
-            // moves 1000 hours on.
-            let event = gst_video::DownstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            pad.send_event(event);
-        }
-        gst::PadProbeReturn::Ok
-    });
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// 90 kHz ticks (≥ 0) to nanoseconds, rounded up so that [`from_ns`] gives
-/// the ticks back exactly.
-fn to_ns(ticks: i64) -> u64 {
-    ((ticks.max(0) as u128 * 100_000).div_ceil(9)) as u64
-}
-
-fn from_ns(ns: u64) -> i64 {
-    (ns as u128 * 9 / 100_000) as i64
 }
 
 /// The first SPS of an Annex B access unit.
@@ -774,13 +567,6 @@ pub fn rung_size(width: u32, height: u32, short_side: u32) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ticks_survive_the_trip_through_nanoseconds() {
-        for ticks in [0, 1, 2, 3, 8, 9, 3003, 90_000, 123_456_789, 8_589_934_591] {
-            assert_eq!(from_ns(to_ns(ticks)), ticks, "{ticks}");
-        }
-    }
 
     #[test]
     fn rungs_keep_the_aspect_and_never_upscale() {

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use crate::metrics::Metrics;
+use crate::metrics::{CrashLabels, Metrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -38,6 +38,8 @@ pub struct LiveMetrics {
     /// Transcodes stopped or never started, by reason (no_capacity, overloaded,
     /// pipeline).
     pub transcode_failures: Family<ReasonLabels, Counter>,
+    /// `media_node_child_crashes_total`, shared with the jobs' children.
+    child_crashes: Family<CrashLabels, Counter>,
 }
 
 impl LiveMetrics {
@@ -59,6 +61,7 @@ impl LiveMetrics {
             refused: Family::default(),
             transcodes: Gauge::default(),
             transcode_failures: Family::default(),
+            child_crashes: metrics.child_crashes(),
         };
         metrics.with_registry(|r| {
             r.register(
@@ -114,7 +117,7 @@ impl LiveMetrics {
             );
             r.register(
                 "live_transcode_failures",
-                "Live renditions not encoded, by reason (no_capacity, overloaded, pipeline)",
+                "Live renditions not encoded, by reason (no_capacity, overloaded, pipeline, crashed)",
                 live.transcode_failures.clone(),
             );
         });
@@ -141,6 +144,16 @@ impl LiveMetrics {
         self.transcode_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A stream's media process died (`signal`: `SIGSEGV`, ... or `exit`).
+    pub fn child_crashed(&self, signal: &str) {
+        self.child_crashes
+            .get_or_create(&CrashLabels {
+                kind: "live".to_string(),
+                signal: signal.to_string(),
             })
             .inc();
     }

@@ -20,7 +20,8 @@
 //! | [`flv`]       | FLV tag bodies → H.264 Annex B and ADTS AAC access units           |
 //! | [`segmenter`] | cutting on keyframes at the profile's target duration              |
 //! | [`ts`]        | the MPEG-TS muxer                                                  |
-//! | [`ladder`]    | the optional small ladder encoded from a stream (GStreamer)         |
+//! | [`ladder`]    | the optional small ladder encoded from a stream: rungs, sessions    |
+//! | [`worker`]    | the stream's sandboxed media process: decode, rung encodes, posters |
 //! | [`spool`]     | closed segments on local disk until stored                         |
 //! | [`relay`]     | the per-stream uploader task and its playlists                     |
 //! | [`pins`]      | products pinned on a stream, as `EXT-X-DATERANGE` attributes       |
@@ -54,6 +55,7 @@ pub mod srt;
 pub mod throttle;
 pub mod ts;
 pub mod tsdemux;
+pub mod worker;
 
 use uuid::Uuid;
 

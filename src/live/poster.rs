@@ -3,8 +3,9 @@
 //! SIMD, only the small result converted to RGB), as `poster.jpg` next to the
 //! playlist, so shops can show what a stream looks like right now.
 //!
-//! Ingest only clones the keyframe's bytes (a reference count); decoding runs
-//! on the blocking pool, at most [`MAX_CONCURRENT`] at once across all streams,
+//! Ingest only clones the keyframe's bytes (a reference count); the decode runs
+//! in the stream's sandboxed media process ([`super::worker`], which calls
+//! [`make_poster`]), at most [`MAX_CONCURRENT`] at once across all streams,
 //! and a poster that cannot get a slot right away is simply skipped until the
 //! next keyframe.
 
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use super::metrics::LiveMetrics;
 use super::relay::StreamKeys;
 use super::segmenter::VideoFrame;
+use super::worker::StreamWorker;
 use crate::store::{DynStore, ObjectKey, PutOptions, Visibility};
 use crate::thumbnail::encode::{DEFAULT_BACKGROUND, StillFormat, encode};
 use crate::thumbnail::frames::{Frame, frame_from_buffer};
@@ -47,6 +49,7 @@ pub struct PosterDeps {
 /// One publisher's poster schedule.
 pub struct PosterTap {
     deps: PosterDeps,
+    worker: Arc<StreamWorker>,
     stream: Uuid,
     interval: Duration,
     width: u32,
@@ -58,12 +61,14 @@ impl PosterTap {
     /// `None` when the profile has posters off.
     pub fn new(
         deps: PosterDeps,
+        worker: Arc<StreamWorker>,
         stream: Uuid,
         interval: Option<Duration>,
         width: u32,
     ) -> Option<PosterTap> {
         Some(PosterTap {
             deps,
+            worker,
             stream,
             interval: interval?,
             width,
@@ -86,26 +91,26 @@ impl PosterTap {
         };
         self.next_due = Instant::now() + self.interval;
         let data = frame.data.clone();
-        let (deps, stream, width, busy) = (
+        let (deps, worker, stream, width, busy) = (
             self.deps.clone(),
+            self.worker.clone(),
             self.stream,
             self.width,
             self.busy.clone(),
         );
         tokio::spawn(async move {
-            let made = tokio::task::spawn_blocking(move || make_poster(&data, width)).await;
+            let made = worker.poster(data, width).await;
             drop(permit);
             match made {
-                Ok(Ok(jpeg)) => store_poster(&deps, stream, jpeg).await,
-                Ok(Err(e)) => warn!(stream_id = %stream, error = %e, "live poster failed"),
-                Err(e) => warn!(stream_id = %stream, error = %e, "live poster task failed"),
+                Ok(jpeg) => store_poster(&deps, stream, jpeg).await,
+                Err(e) => warn!(stream_id = %stream, error = %e, "live poster failed"),
             }
             busy.store(false, Ordering::Release);
         });
     }
 }
 
-async fn store_poster(deps: &PosterDeps, stream: Uuid, jpeg: Vec<u8>) {
+async fn store_poster(deps: &PosterDeps, stream: Uuid, jpeg: Bytes) {
     let Ok(key) = ObjectKey::parse(StreamKeys::poster(stream)) else {
         return;
     };
@@ -115,7 +120,7 @@ async fn store_poster(deps: &PosterDeps, stream: Uuid, jpeg: Vec<u8>) {
         visibility: Visibility::Public,
     };
     let bytes = jpeg.len();
-    match deps.store.put_bytes(&key, Bytes::from(jpeg), &opts).await {
+    match deps.store.put_bytes(&key, jpeg, &opts).await {
         Ok(()) => {
             deps.metrics.posters.inc();
             debug!(stream_id = %stream, bytes, "live poster stored");
@@ -127,7 +132,8 @@ async fn store_poster(deps: &PosterDeps, stream: Uuid, jpeg: Vec<u8>) {
 }
 
 /// Decodes one H.264 keyframe (Annex B with its SPS/PPS) and encodes it as a
-/// JPEG `width` pixels wide (never upscaled). Blocking.
+/// JPEG `width` pixels wide (never upscaled). Blocking; runs in the stream's
+/// media process.
 pub fn make_poster(keyframe: &[u8], width: u32) -> Result<Vec<u8>, String> {
     let frame = decode_keyframe(keyframe)?;
     let geo = geometry(frame.width, frame.height, Size::Width(width));
@@ -145,7 +151,7 @@ pub fn make_poster(keyframe: &[u8], width: u32) -> Result<Vec<u8>, String> {
 
 /// Caps of the access units ingest produces (H.264 Annex B, one access unit
 /// per buffer), for the GStreamer pipelines that decode them.
-pub(super) fn annex_b_caps() -> gst::Caps {
+pub fn annex_b_caps() -> gst::Caps {
     gst::Caps::builder("video/x-h264")
         .field("stream-format", "byte-stream")
         .field("alignment", "au")

@@ -36,6 +36,7 @@ use super::relay::{
 };
 use super::segmenter::{AudioFrame, ClosedSegment, Segmenter, SegmenterConfig, VideoFrame};
 use super::spool::Spool;
+use super::worker::{StreamWorker, WorkerConfig};
 use crate::presets::live::SOURCE_RENDITION;
 use crate::presets::{LiveProfile, Presets};
 
@@ -85,6 +86,8 @@ struct Active {
     relay: Relay,
     /// The renditions, when the profile transcodes.
     ladder: Option<Arc<Ladder>>,
+    /// The stream's media process (rendition encodes, poster decodes).
+    worker: Arc<StreamWorker>,
     media: Mutex<MediaState>,
     /// The connection that owns the stream now (0: none).
     publisher: AtomicU64,
@@ -109,6 +112,7 @@ pub struct LiveService {
     metrics: LiveMetrics,
     relay_deps: Arc<RelayDeps>,
     posters: PosterDeps,
+    worker: Arc<WorkerConfig>,
     node_id: String,
     active: Mutex<HashMap<Uuid, Arc<Active>>>,
     next_connection: AtomicU64,
@@ -126,6 +130,8 @@ pub struct LiveDeps {
     pub node_id: String,
     /// `live.max_transcodes`.
     pub max_transcodes: usize,
+    /// What each stream's media process is given.
+    pub worker: WorkerConfig,
 }
 
 impl LiveService {
@@ -142,6 +148,7 @@ impl LiveService {
                 metrics: deps.metrics.clone(),
                 slots: Arc::new(tokio::sync::Semaphore::new(super::poster::MAX_CONCURRENT)),
             },
+            worker: Arc::new(deps.worker),
             registry: deps.registry,
             presets: deps.presets,
             metrics: deps.metrics,
@@ -314,7 +321,7 @@ impl LiveService {
             let info = rung.info();
             out.push(Rendition {
                 name: rung.name.clone(),
-                encoded: ladder.encodes(),
+                encoded: ladder.encoding(),
                 width: (info.width > 0).then_some(info.width),
                 height: (info.height > 0).then_some(info.height),
                 codec: info.codec,
@@ -423,6 +430,7 @@ impl LiveService {
         info!(stream_id = %record.id, protocol, "publisher connected");
         let poster = PosterTap::new(
             self.posters.clone(),
+            active.worker.clone(),
             record.id,
             active.profile.poster_interval(),
             active.profile.poster_width,
@@ -438,6 +446,7 @@ impl LiveService {
             closed: false,
             session: None,
             ladder_off: false,
+            crashes: 0,
         })
     }
 
@@ -514,8 +523,10 @@ impl LiveService {
             }
             (spec, relays, permit)
         });
+        let worker = StreamWorker::new(record.id, self.worker.clone(), self.metrics.clone());
         let active = Arc::new_cyclic(|me: &Weak<Active>| Active {
             id: record.id,
+            worker: worker.clone(),
             ladder: ladder.map(|(spec, relays, permit)| {
                 let me = me.clone();
                 Ladder::new(LadderStart {
@@ -530,6 +541,7 @@ impl LiveService {
                     }),
                     metrics: self.metrics.clone(),
                     permit,
+                    worker,
                 })
             }),
             profile,
@@ -842,8 +854,8 @@ impl LiveService {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendition {
     pub name: String,
-    /// Encoded on this node (false for the source, and for rungs when no
-    /// transcode slot was free).
+    /// Encoded on this node now (false for the source, for rungs when no
+    /// transcode slot was free or while encoding is stopped).
     pub encoded: bool,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -876,6 +888,9 @@ impl Active {
 const AUDIO_WAIT_TICKS: i64 = 90_000;
 /// Frames held at most meanwhile (a broken timestamp must not grow it).
 const MAX_START_FRAMES: usize = 240;
+/// Times a publisher connection starts the renditions again after the
+/// stream's media process crashed; then it goes on as the source only.
+const MAX_LADDER_RESTARTS: u32 = 3;
 
 #[derive(Default)]
 struct StartBuffer {
@@ -899,6 +914,8 @@ pub struct Publisher {
     session: Option<Session>,
     /// Encoding stopped for the rest of this connection (overloaded, failed).
     ladder_off: bool,
+    /// Media process crashes during this connection's encoding.
+    crashes: u32,
 }
 
 impl Publisher {
@@ -1034,11 +1051,20 @@ impl Publisher {
             if let Some(session) = self.session.take() {
                 session.finish();
             }
-            if matches!(e, LadderError::TimestampJump) {
-                // A new session starts at the next keyframe.
-                info!(stream_id = %stream_id, "timestamps jumped; renditions restart at the next keyframe");
-            } else {
-                self.ladder_stopped(e);
+            match e {
+                LadderError::TimestampJump => {
+                    // A new session starts at the next keyframe.
+                    info!(stream_id = %stream_id, "timestamps jumped; renditions restart at the next keyframe");
+                }
+                LadderError::Crashed(_) if self.crashes < MAX_LADDER_RESTARTS => {
+                    self.crashes += 1;
+                    if let Some(service) = self.service.upgrade() {
+                        service.metrics.transcode_failed(e.reason());
+                    }
+                    warn!(stream_id = %stream_id, error = %e, restart = self.crashes,
+                        "renditions restart at the next keyframe; the source goes on");
+                }
+                e => self.ladder_stopped(e),
             }
         }
     }
@@ -1047,6 +1073,9 @@ impl Publisher {
         self.ladder_off = true;
         if matches!(e, LadderError::Ending) {
             return;
+        }
+        if let Some(ladder) = &self.active.ladder {
+            ladder.pause();
         }
         if let Some(service) = self.service.upgrade() {
             service.metrics.transcode_failed(e.reason());

@@ -144,6 +144,29 @@ fn parse_kib(status: &[u8], key: &[u8]) -> Option<u64> {
     seen.then_some(value)
 }
 
+/// Signals that end a process that gets them (a crash).
+const FATAL_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGABRT,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGFPE,
+];
+
+/// Fatal signals end the process, as their default action does. Replaces
+/// the handlers Rust's runtime installs for stack overflows, which return
+/// from a SIGSEGV that was sent rather than caused by a fault and let the
+/// process go on: a crash must be a crash, whoever reports it.
+pub fn die_on_fatal_signals() {
+    for sig in FATAL_SIGNALS {
+        // SAFETY: restores a signal's default action.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
 /// What the fatal-signal handler writes when the memory limit was hit.
 static ON_FATAL: OnceLock<(CString, Vec<u8>)> = OnceLock::new();
 
@@ -157,14 +180,7 @@ pub fn on_fatal_signal_write(path: &std::path::Path, bytes: Vec<u8>) {
         return;
     };
     let _ = ON_FATAL.set((path, bytes));
-    for sig in [
-        libc::SIGABRT,
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGTRAP,
-        libc::SIGFPE,
-    ] {
+    for sig in FATAL_SIGNALS {
         // SAFETY: a zeroed sigaction with a handler that only makes
         // async-signal-safe calls; SA_RESETHAND restores the default action.
         unsafe {
