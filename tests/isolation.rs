@@ -7,44 +7,22 @@ mod common;
 
 use std::time::Duration;
 
+use common::live::{
+    assert_complete, assert_continuous, create_stream, media_playlist, publish, quick_profile,
+    stream, wait_replay, wait_state,
+};
 use common::media::test_clip;
-use common::{Node, TOKEN, WEBHOOK_SECRET, eventually};
+use common::{Node, TOKEN, WEBHOOK_SECRET, eventually, segv};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(180);
 const AWS_SECRET: &str = "aws-secret-that-must-stay-in-the-node";
 
-/// The pids of the node's direct children whose command line names `id`.
-fn children_of(node_pid: u32, id: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: the comm may hold spaces; ppid follows ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(node_pid) && cmdline.contains(" work ") && cmdline.contains(id) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Waits for the media child of job `id` and returns its pid.
 async fn media_child(node: &Node, id: &str) -> u32 {
     let pid = node.pid();
     eventually(LIMIT, &format!("the media process of job {id}"), || {
-        let found = children_of(pid, id);
+        let found = common::children_of(pid, &[" work ", id]);
         async move { found.first().copied() }
     })
     .await
@@ -71,14 +49,6 @@ async fn segv_while_transcoding(pid: u32) {
     segv(pid);
 }
 
-fn segv(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-SEGV", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -SEGV {pid}");
-}
-
 fn transcode(prefix: &str) -> Value {
     json!({
         "input": {"key": "in/long.mp4"},
@@ -88,13 +58,14 @@ fn transcode(prefix: &str) -> Value {
 }
 
 async fn node_with_a_long_clip() -> (Node, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
     let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", quick_profile(tmp.path(), 2.0))
         .env("MEDIA_NODE_JOBS_RETRY_BASE_MS", "100")
         .env("MEDIA_NODE_JOBS_WORKERS", "2")
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .start()
         .await;
-    let tmp = tempfile::tempdir().unwrap();
     // Long enough that the child is still transcoding when it is found.
     let clip = test_clip(tmp.path(), "long.mp4", "1280x720", 30);
     node.upload("in/long.mp4", std::fs::read(clip).unwrap())
@@ -107,6 +78,11 @@ async fn a_crashed_media_process_fails_its_run_alone() {
     let (node, _tmp) = node_with_a_long_clip().await;
     let crashing = node.submit(&transcode("crash")).await;
     let neighbour = node.submit(&transcode("neighbour")).await;
+    // A creator is live on the same node all along.
+    let created = create_stream(&node, "quick").await;
+    let stream_id = created["id"].as_str().unwrap().to_string();
+    let mut publisher = publish(created["rtmp_url"].as_str().unwrap(), 300);
+    wait_state(&node, &stream_id, "live", LIMIT).await;
 
     let child = media_child(&node, &crashing).await;
     // The child runs without privileges to gain and without the node's secrets.
@@ -137,6 +113,18 @@ async fn a_crashed_media_process_fails_its_run_alone() {
     assert_eq!(other["attempts"], 1, "{other}");
     let health = node.get("/healthz").await;
     assert!(health.status().is_success());
+    // The stream was relayed all along: its replay lists every segment, in
+    // order, and plays without a jump.
+    let live = stream(&node, &stream_id).await;
+    assert_eq!(live["state"], "live", "{live}");
+    publisher.kill().unwrap();
+    let _ = publisher.wait();
+    let ended = wait_replay(&node, &stream_id, LIMIT).await;
+    let replay_url = ended["replay_url"].as_str().unwrap();
+    let replay = media_playlist(&node.get_text(replay_url).await);
+    assert_complete(&replay);
+    assert!(replay.segments.len() >= 3, "{replay:?}");
+    assert_continuous(replay_url);
     assert!(
         node.log().contains("the media process crashed"),
         "{}",
@@ -145,6 +133,10 @@ async fn a_crashed_media_process_fails_its_run_alone() {
     let metrics = node.metrics().await;
     assert!(
         metrics.contains("media_node_child_crashes_total{kind=\"job\",signal=\"SIGSEGV\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("media_node_live_segments_dropped_total{"),
         "{metrics}"
     );
 }
@@ -157,7 +149,7 @@ async fn a_job_whose_media_process_crashes_every_time_fails_media_crashed() {
     segv_while_transcoding(first).await;
     // The retry gets a child of its own.
     let second = eventually(LIMIT, "the second attempt's media process", || {
-        let found: Vec<u32> = children_of(node.pid(), &id)
+        let found: Vec<u32> = common::children_of(node.pid(), &[" work ", &id])
             .into_iter()
             .filter(|p| *p != first)
             .collect();

@@ -3,136 +3,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Node, S3Server, TOKEN, eventually, fixture};
+use common::live::*;
+use common::{Node, S3Server, TOKEN, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const CLIP: &str = "landscape-640x360-h264-aac-17s.mp4";
-const SEGMENT_S: f64 = 2.0;
-
-/// A pipelines dir with a `quick` live profile: the default, with a short
-/// reconnect window so a stream ends soon after its publisher stops.
-fn quick_profile(dir: &Path, reconnect_window_s: f64) -> String {
-    let live = dir.join("pipelines/live");
-    std::fs::create_dir_all(&live).unwrap();
-    std::fs::write(
-        live.join("quick.toml"),
-        format!(
-            "segment_s = {SEGMENT_S}\nmax_segment_s = 3.0\nwindow = 6\n\
-             reconnect_window_s = {reconnect_window_s}\n\
-             idle_timeout_s = 5.0\nposter_interval_s = 2.0\nposter_width = 320\n"
-        ),
-    )
-    .unwrap();
-    dir.join("pipelines").display().to_string()
-}
-
-async fn create_stream(node: &Node, profile: &str) -> Value {
-    let res = node
-        .client
-        .post(node.url("/v1/live/streams"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "launch", "profile": profile}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    res.json().await.unwrap()
-}
-
-async fn stream(node: &Node, id: &str) -> Value {
-    node.get_json(&format!("/v1/live/streams/{id}")).await
-}
-
-async fn wait_state(node: &Node, id: &str, state: &str, limit: Duration) -> Value {
-    let what = format!("stream {id} to be {state}");
-    eventually(limit, &what, || async {
-        let s = stream(node, id).await;
-        (s["state"] == state).then_some(s)
-    })
-    .await
-}
-
-/// ffmpeg publishing the test clip (looped) for `seconds`, like a creator's
-/// app: FLV over RTMP, or MPEG-TS over SRT.
-fn publish_as(url: &str, seconds: u32, format: &str) -> Child {
-    let target = if format == "mpegts" {
-        format!("{url}&pkt_size=1316")
-    } else {
-        url.to_string()
-    };
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-stream_loop", "-1", "-i"])
-        .arg(fixture(CLIP))
-        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", format])
-        .arg(target)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg")
-}
-
-fn publish(url: &str, seconds: u32) -> Child {
-    publish_as(url, seconds, "flv")
-}
-
-fn publish_srt(url: &str, seconds: u32) -> Child {
-    publish_as(url, seconds, "mpegts")
-}
-
-/// Waits until the stream's replay is written; returns the stream.
-async fn wait_replay(node: &Node, id: &str, limit: Duration) -> Value {
-    eventually(limit, "the replay", || async {
-        let s = stream(node, id).await;
-        (s["replay_ready"] == true).then_some(s)
-    })
-    .await
-}
-
-/// Waits for a publisher to exit; returns whether it succeeded and its stderr.
-async fn finished(mut child: Child, limit: Duration) -> (bool, String) {
-    let status = eventually(limit, "ffmpeg to exit", || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        use std::io::Read;
-        let _ = stderr.read_to_string(&mut err);
-    }
-    (status.success(), err)
-}
-
-fn ffprobe_duration(url: &str) -> f64 {
-    let probe = common::media::ffprobe(url);
-    probe["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("no duration for {url}: {probe}"))
-}
-
-fn media_playlist(text: &str) -> m3u8_rs::MediaPlaylist {
-    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
-        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
-        other => panic!("not a media playlist ({other:?}):\n{text}"),
-    }
-}
-
-/// The replay lists every segment once, in order, without gaps.
-fn assert_complete(replay: &m3u8_rs::MediaPlaylist) {
-    assert!(replay.end_list);
-    assert_eq!(replay.media_sequence, 0);
-    for (i, seg) in replay.segments.iter().enumerate() {
-        assert_eq!(seg.uri, format!("{i:08}.ts"), "segment {i}");
-        assert!(!seg.discontinuity, "segment {i} follows a gap");
-    }
-}
 
 #[tokio::test]
 async fn rtmp_publish_is_relayed_live_and_leaves_a_replay() {
@@ -553,31 +430,6 @@ async fn an_s3_outage_loses_nothing_and_playlists_never_lie() {
     assert_continuous(&local);
 }
 
-/// The video timestamps of an HLS playlist never jump by more than a frame or two.
-fn assert_continuous(playlist: &str) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "packet=dts_time", "-of", "csv=p=0"])
-        .arg(playlist)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    assert!(times.len() > 100);
-    for pair in times.windows(2) {
-        let step = pair[1] - pair[0];
-        assert!(
-            (0.0..0.2).contains(&step),
-            "timestamps jump from {} to {}",
-            pair[0],
-            pair[1]
-        );
-    }
-}
-
 /// The node dies (SIGKILL) while the store is down and segments wait in the
 /// spool; restarted on the same data dir, it stores them and writes a
 /// complete replay.
@@ -743,65 +595,6 @@ async fn srt_publish_is_relayed_live_and_leaves_a_replay() {
         metrics.contains("media_node_live_publishes_total{protocol=\"srt\"} 1"),
         "{metrics}"
     );
-}
-
-/// A `ladder` live profile next to `quick`: the same cutting, plus two rungs
-/// encoded on the node.
-/// A `pipelines_dir` that adds a profile (`quick`) and replaces the built-in
-/// `ladder` (480p + 240p) with quicker rungs (240p + 144p): the test using it
-/// checks that such a folder still adds to and overrides the built-in presets.
-fn ladder_profile(dir: &Path) -> String {
-    let pipelines = quick_profile(dir, 2.0);
-    let quick = std::fs::read_to_string(dir.join("pipelines/live/quick.toml")).unwrap();
-    std::fs::write(
-        dir.join("pipelines/live/ladder.toml"),
-        format!(
-            "{quick}\n[transcode]\nx264_preset = \"ultrafast\"\n\
-             [[transcode.rungs]]\nname = \"240p\"\nshort_side = 240\nvideo_kbps = 400\n\
-             profile = \"main\"\nlevel = \"3.0\"\n\
-             [[transcode.rungs]]\nname = \"144p\"\nshort_side = 144\nvideo_kbps = 150\n\
-             profile = \"baseline\"\nlevel = \"3.0\"\n"
-        ),
-    )
-    .unwrap();
-    pipelines
-}
-
-fn master_playlist(text: &str) -> m3u8_rs::MasterPlaylist {
-    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
-        Ok(m3u8_rs::Playlist::MasterPlaylist(p)) => p,
-        other => panic!("not a master playlist ({other:?}):\n{text}"),
-    }
-}
-
-/// Waits until the master playlist at `url` lists `variants` variants (a
-/// variant is listed once its playlist has segments).
-async fn wait_master(node: &Node, url: &str, variants: usize) -> m3u8_rs::MasterPlaylist {
-    let what = format!("a master with {variants} variants");
-    eventually(Duration::from_secs(40), &what, || async {
-        let res = node.client.get(url).send().await.ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        let master = master_playlist(&res.text().await.ok()?);
-        (master.variants.len() == variants).then_some(master)
-    })
-    .await
-}
-
-/// `(uri, width x height)` of each variant, highest bandwidth first.
-fn variants(master: &m3u8_rs::MasterPlaylist) -> Vec<(String, String)> {
-    master
-        .variants
-        .iter()
-        .map(|v| {
-            let size = v
-                .resolution
-                .map(|r| format!("{}x{}", r.width, r.height))
-                .unwrap_or_default();
-            (v.uri.clone(), size)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -1004,4 +797,87 @@ async fn the_built_in_ladder_profile_needs_no_pipelines_dir() {
     let ended = wait_replay(&node, &id, Duration::from_secs(40)).await;
     let replay = master_playlist(&node.get_text(ended["replay_url"].as_str().unwrap()).await);
     assert_eq!(replay.variants.len(), 3, "{replay:?}");
+}
+
+/// The renditions of a stream are decoded and encoded in a media process of
+/// the stream's own (`media-node work-live --stream ID`), confined like a
+/// job's. SIGSEGV to it, as a crafted stream would cause in a decoder: the
+/// source relay goes on untouched (no segment dropped, timestamps
+/// continuous), the node stays healthy, and the rungs come back in a new
+/// process at the next keyframe.
+#[tokio::test]
+async fn a_crashed_stream_media_process_leaves_the_source_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", ladder_profile(tmp.path()))
+        .start()
+        .await;
+    let created = create_stream(&node, "ladder").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let master_url = created["playlist_url"].as_str().unwrap().to_string();
+    // Long enough for the rungs to come back: the clip's keyframes are 8 s
+    // apart, and a new session starts on one.
+    let publisher = publish(created["rtmp_url"].as_str().unwrap(), 40);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    wait_master(&node, &master_url, 3).await;
+
+    let limit = Duration::from_secs(60);
+    let media_process = || common::children_of(node.pid(), &[" work-live ", &id]);
+    let child = eventually(limit, "the stream's media process", || {
+        let found = media_process();
+        async move { found.first().copied() }
+    })
+    .await;
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains(TOKEN) && !environ.contains("MEDIA_NODE_"));
+
+    let rung_segments = |s: &Value| s["renditions"][1]["segments_uploaded"].as_u64();
+    let before = rung_segments(&stream(&node, &id).await).unwrap();
+    common::segv(child);
+    // A new process, and the rungs get new segments from it.
+    eventually(limit, "a new media process", || {
+        let found = media_process();
+        async move { found.iter().any(|p| *p != child).then_some(()) }
+    })
+    .await;
+    eventually(limit, "rung segments after the crash", || async {
+        let s = stream(&node, &id).await;
+        let encoded = s["renditions"][1]["encoded"] == true;
+        (encoded && rung_segments(&s)? >= before + 3).then_some(())
+    })
+    .await;
+    assert!(node.get("/healthz").await.status().is_success());
+
+    let (ok, err) = finished(publisher, Duration::from_secs(90)).await;
+    assert!(ok, "the publisher was disturbed: {err}");
+    let ended = wait_replay(&node, &id, Duration::from_secs(40)).await;
+    let base = ended["replay_url"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("replay.m3u8")
+        .to_string();
+    let source_url = format!("{base}source/replay.m3u8");
+    assert_complete(&media_playlist(&node.get_text(&source_url).await));
+    assert_continuous(&source_url);
+    let duration = ffprobe_duration(&source_url);
+    assert!(
+        (duration - 40.0).abs() <= 2.0,
+        "the source lasts {duration} s"
+    );
+    // The rungs' replay has a gap where the process died, and plays.
+    let rung = media_playlist(&node.get_text(&format!("{base}240p/replay.m3u8")).await);
+    assert!(rung.segments.iter().any(|s| s.discontinuity), "{rung:?}");
+
+    let metrics = node.metrics().await;
+    for line in [
+        "media_node_child_crashes_total{kind=\"live\",signal=\"SIGSEGV\"} 1",
+        "media_node_live_transcode_failures_total{reason=\"crashed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    assert!(!metrics.contains("media_node_live_segments_dropped_total{"));
 }

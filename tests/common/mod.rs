@@ -2,6 +2,7 @@
 //! S3-compatible server (s3s-fs), and bounded polling helpers. No mocks.
 #![allow(dead_code)]
 
+pub mod live;
 pub mod media;
 
 use std::io::{BufRead, BufReader};
@@ -43,6 +44,42 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The pids of the direct children of process `parent` whose command line
+/// holds every one of `words` (as ops would find them with ps).
+pub fn children_of(parent: u32, words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the comm may hold spaces; ppid follows ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && words.iter().all(|w| cmdline.contains(w)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// SIGSEGV to process `pid`, as a crashing decoder would get.
+pub fn segv(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-SEGV", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -SEGV {pid}");
 }
 
 /// A running `media-node serve`.
@@ -393,8 +430,13 @@ impl Drop for Node {
         }
         if std::thread::panicking() {
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("---- node log (last 80 lines) ----");
+            // TEST_NODE_LOG_LINES=N shows more when a failure needs it.
+            let lines = std::env::var("TEST_NODE_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(80);
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            eprintln!("---- node log (last {lines} lines) ----");
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }
