@@ -1,10 +1,12 @@
-//! SQLite plumbing shared by the stores that keep state in the node's database
-//! (the job queue, the live-stream registry): one way to open a pool, one way to
-//! apply schema migrations.
+//! Database plumbing shared by the stores that keep state in the node's database
+//! (the job queue, the live-stream registry): one way to open a pool and one
+//! way to apply schema migrations, for SQLite (the embedded default) and for
+//! PostgreSQL (a fleet).
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -60,4 +62,54 @@ pub async fn migrate(
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Connects to the PostgreSQL database at `url`.
+pub async fn open_postgres(url: &str) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+/// [`migrate`] on PostgreSQL: the whole run is one transaction under an
+/// advisory lock named after `table`, so of N nodes starting at once one
+/// migrates and the others wait, then find nothing left to do (DDL is
+/// transactional there: a failed migration leaves nothing half done).
+pub async fn migrate_postgres(
+    pool: &PgPool,
+    table: &str,
+    migrations: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let record = format!(
+        "INSERT INTO {table} (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"
+    );
+    for (index, sql) in migrations.iter().enumerate() {
+        let inserted = sqlx::query(&record)
+            .bind(index as i64 + 1)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await
 }

@@ -25,7 +25,7 @@ use crate::jobs::webhook;
 use crate::jobs::worker::{WorkerDeps, WorkerPool};
 use crate::live::ingest::{RtmpGate, SrtGateway};
 use crate::live::metrics::LiveMetrics;
-use crate::live::registry::Registry;
+use crate::live::registry;
 use crate::live::rtmp;
 use crate::live::service::{LiveDeps, LiveService};
 use crate::live::spool::Spool;
@@ -66,7 +66,7 @@ async fn start_live(
     store: &DynStore,
     metrics: &Metrics,
 ) -> anyhow::Result<Live> {
-    let registry = Registry::open(&config.db_url())
+    let registry = registry::open(&config.db_url())
         .await
         .context("opening the live stream registry")?;
     let spool_dir = config.data_dir.join("live").join("spool");

@@ -4,6 +4,7 @@
 
 pub mod live;
 pub mod media;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
