@@ -50,10 +50,26 @@ pub struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CrashLabels {
-    /// `job`, `live_ladder`, `live_poster`.
+    /// `job` (a job's media process) or `live` (a stream's).
     pub kind: String,
     /// `SIGSEGV`, ... or `exit` (ended without a reply).
     pub signal: String,
+}
+
+/// `media_node_child_crashes_total{kind,signal}`: media processes that died.
+/// Cloned into each part of the node that runs such processes.
+#[derive(Clone, Default)]
+pub struct ChildCrashes(Family<CrashLabels, Counter>);
+
+impl ChildCrashes {
+    pub fn observe(&self, kind: &str, signal: &str) {
+        self.0
+            .get_or_create(&CrashLabels {
+                kind: kind.to_string(),
+                signal: signal.to_string(),
+            })
+            .inc();
+    }
 }
 
 pub struct Metrics {
@@ -67,7 +83,7 @@ pub struct Metrics {
     output_bytes: Family<KindLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
-    child_crashes: Family<CrashLabels, Counter>,
+    child_crashes: ChildCrashes,
 }
 
 impl Default for Metrics {
@@ -139,11 +155,11 @@ impl Metrics {
             "HTTP request latency by route template",
             http_duration.clone(),
         );
-        let child_crashes = Family::<CrashLabels, Counter>::default();
+        let child_crashes = ChildCrashes::default();
         registry.register(
             "child_crashes",
             "Media processes that died of a signal or without a reply, by kind and signal",
-            child_crashes.clone(),
+            child_crashes.0.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),
@@ -160,18 +176,13 @@ impl Metrics {
         }
     }
 
-    /// The crash counter's family, for the live relay's media processes.
-    pub fn child_crashes(&self) -> Family<CrashLabels, Counter> {
+    /// The crash counter, for the live relay's media processes.
+    pub fn child_crashes(&self) -> ChildCrashes {
         self.child_crashes.clone()
     }
 
     pub fn observe_child_crash(&self, kind: &str, signal: &str) {
-        self.child_crashes
-            .get_or_create(&CrashLabels {
-                kind: kind.to_string(),
-                signal: signal.to_string(),
-            })
-            .inc();
+        self.child_crashes.observe(kind, signal);
     }
 
     pub fn observe_failure(&self, code: &str) {

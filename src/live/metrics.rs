@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use crate::metrics::{CrashLabels, Metrics};
+use crate::metrics::{ChildCrashes, Metrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -39,7 +39,7 @@ pub struct LiveMetrics {
     /// pipeline).
     pub transcode_failures: Family<ReasonLabels, Counter>,
     /// `media_node_child_crashes_total`, shared with the jobs' children.
-    child_crashes: Family<CrashLabels, Counter>,
+    child_crashes: ChildCrashes,
 }
 
 impl LiveMetrics {
@@ -150,12 +150,7 @@ impl LiveMetrics {
 
     /// A stream's media process died (`signal`: `SIGSEGV`, ... or `exit`).
     pub fn child_crashed(&self, signal: &str) {
-        self.child_crashes
-            .get_or_create(&CrashLabels {
-                kind: "live".to_string(),
-                signal: signal.to_string(),
-            })
-            .inc();
+        self.child_crashes.observe("live", signal);
     }
 
     pub fn published(&self, protocol: &str) {

@@ -41,6 +41,16 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Runs `cmd` to its end; panics with its stderr when it fails.
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.stdout(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `program args…`, as `postgres` when this process is root.
 fn as_owner(program: &Path) -> Command {
     if is_root() {
@@ -57,44 +67,38 @@ impl Postgres {
         let bin = server_bin();
         let root = tempfile::tempdir().unwrap();
         if is_root() {
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(root.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown the cluster's dir to postgres");
+            run(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(root.path()),
+                "chown the cluster's dir to postgres",
+            );
         }
         let data = root.path().join("data");
-        let out = as_owner(&bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run(
+            as_owner(&bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+            "initdb",
         );
         let port = free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             root.path().display()
         );
-        let out = as_owner(&bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(root.path().join("server.log"))
-            .args(["-w", "start"])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run(
+            as_owner(&bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-o", &options, "-l"])
+                .arg(root.path().join("server.log"))
+                .args(["-w", "start"]),
+            "pg_ctl start",
         );
         eventually(
             Duration::from_secs(30),
@@ -112,27 +116,13 @@ impl Postgres {
 
     /// A new, empty database on the cluster; its URL.
     pub fn database(&self, name: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args([
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                &format!("CREATE DATABASE \"{name}\""),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create database {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let port = self.port.to_string();
+        let create = format!("CREATE DATABASE \"{name}\"");
+        run(
+            Command::new(self.bin.join("psql"))
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .args(["-v", "ON_ERROR_STOP=1", "-c", &create]),
+            &format!("create database {name}"),
         );
         self.url(name)
     }
