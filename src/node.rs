@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{self, AppState, auth};
 use crate::config::Config;
-use crate::jobs::queue::{self as job_queue, DynQueue};
+use crate::jobs::queue::{self as job_queue, DynQueue, Wakeups};
 use crate::jobs::webhook;
 use crate::jobs::worker::{WorkerDeps, WorkerPool};
 use crate::live::ingest::{RtmpGate, SrtGateway};
@@ -272,14 +271,15 @@ pub async fn serve(
 
     let metrics = Arc::new(Metrics::new());
     let live = start_live(&config, &presets, &store, &metrics).await?;
-    let wake_workers = Arc::new(Notify::new());
+    let wake = Wakeups::default();
+    let wake_workers = wake.jobs.clone();
     let draining = Arc::new(AtomicBool::new(false));
     let mut pool = WorkerPool::start(WorkerDeps {
         queue: queue.clone(),
         store: store.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
-        wake: wake_workers.clone(),
+        wake: wake.clone(),
         node_id: node_id(),
         presets: presets.clone(),
     });
@@ -287,7 +287,11 @@ pub async fn serve(
     let deliverer =
         webhook::Deliverer::new(queue.clone(), &webhook_secret, config.webhooks.clone())
             .map_err(|e| anyhow::anyhow!("webhook deliverer: {e}"))?
-            .spawn(Arc::new(Notify::new()), background_stop.clone());
+            .spawn(wake.webhooks.clone(), background_stop.clone());
+    let relay = tokio::spawn({
+        let (queue, stop) = (queue.clone(), background_stop.clone());
+        async move { queue.relay_wakeups(wake, stop).await }
+    });
 
     let state = AppState {
         config: config.clone(),
@@ -340,6 +344,7 @@ pub async fn serve(
     }
     background_stop.cancel();
     let _ = deliverer.await;
+    let _ = relay.await;
     http_stop.cancel();
     match tokio::time::timeout(HTTP_DRAIN, server).await {
         Ok(Ok(Ok(()))) => {}

@@ -2,12 +2,14 @@
 //! (`JobQueue`): each case on a store of its own, the same calls, the same
 //! answers.
 
+mod common;
+
 use std::time::Duration;
 
 use media_node::jobs::error::ErrorCode;
 use media_node::jobs::model::{JobErrorInfo, JobStatus};
 use media_node::jobs::queue::{
-    self, CancelOutcome, DeliveryOutcome, DynQueue, Enqueued, Finish, Heartbeat, JobQueue,
+    self, CancelOutcome, DeliveryOutcome, DynQueue, Enqueued, Finish, Heartbeat, JobQueue, Lease,
     ListFilter, NewJob,
 };
 use serde_json::json;
@@ -29,6 +31,9 @@ async fn suite(mut fresh: impl AsyncFnMut() -> DynQueue) {
         cancel_queued_and_running,
         terminal_states_enqueue_webhooks,
         list_pages_newest_first,
+        a_reclaimed_job_fences_out_its_former_holder,
+        concurrent_claims_take_each_job_once,
+        a_webhook_attempt_that_outlived_its_lease_records_nothing,
     );
 }
 
@@ -43,6 +48,30 @@ async fn sqlite_queue() {
             dir.path().join(format!("jobs-{n}.db")).display()
         );
         queue::open(&url).await.unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_queue() {
+    let server = common::postgres::Postgres::start().await;
+    // Several nodes starting at once on one database: the schema is made once.
+    let url = server.database("opened_at_once");
+    let opened = futures_util::future::join_all((0..4).map(|_| queue::open(&url))).await;
+    for result in &opened {
+        assert!(
+            result.is_ok(),
+            "{:?}\n{}",
+            result.as_ref().err(),
+            server.log()
+        );
+    }
+    let mut n = 0;
+    suite(async || {
+        n += 1;
+        queue::open(&server.database(&format!("jobs_{n}")))
+            .await
+            .unwrap()
     })
     .await;
 }
@@ -67,23 +96,22 @@ async fn claim_run_and_finish(q: &dyn JobQueue) {
     let claimed = q.claim("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(claimed.id, job.id);
     assert_eq!(claimed.attempts, 1);
+    let w1 = Lease::of(&claimed, "w1");
+    let w2 = Lease::of(&claimed, "w2");
     assert!(
         q.claim("w2", LEASE).await.unwrap().is_none(),
         "claimed twice"
     );
     assert_eq!(
-        q.heartbeat(job.id, "w1", LEASE, 40).await.unwrap(),
+        q.heartbeat(&w1, LEASE, 40).await.unwrap(),
         Heartbeat::Held {
             cancel_requested: false
         }
     );
-    assert_eq!(
-        q.heartbeat(job.id, "w2", LEASE, 40).await.unwrap(),
-        Heartbeat::Lost
-    );
-    assert!(!q.finish(job.id, "w2", Finish::Canceled).await.unwrap());
+    assert_eq!(q.heartbeat(&w2, LEASE, 40).await.unwrap(), Heartbeat::Lost);
+    assert!(!q.finish(&w2, Finish::Canceled).await.unwrap());
     assert!(
-        q.finish(job.id, "w1", Finish::Succeeded(json!({"ok": true})))
+        q.finish(&w1, Finish::Succeeded(json!({"ok": true})))
             .await
             .unwrap()
     );
@@ -120,7 +148,7 @@ async fn retry_waits_and_release_returns_the_attempt(q: &dyn JobQueue) {
     };
     let delay = Duration::from_secs(60);
     assert!(
-        q.finish(job.id, "w", Finish::Retry { error, delay })
+        q.finish(&Lease::of(&job, "w"), Finish::Retry { error, delay })
             .await
             .unwrap()
     );
@@ -131,7 +159,11 @@ async fn retry_waits_and_release_returns_the_attempt(q: &dyn JobQueue) {
 
     q.enqueue(new_job(None)).await.unwrap();
     let other = q.claim("w", LEASE).await.unwrap().unwrap();
-    assert!(q.finish(other.id, "w", Finish::Release).await.unwrap());
+    assert!(
+        q.finish(&Lease::of(&other, "w"), Finish::Release)
+            .await
+            .unwrap()
+    );
     let released = q.get(other.id).await.unwrap().unwrap();
     assert_eq!(released.status, JobStatus::Queued);
     assert_eq!(released.attempts, 0);
@@ -163,12 +195,18 @@ async fn cancel_queued_and_running(q: &dyn JobQueue) {
         Some(CancelOutcome::Requested(_))
     ));
     assert_eq!(
-        q.heartbeat(running.id, "w", LEASE, 1).await.unwrap(),
+        q.heartbeat(&Lease::of(&running, "w"), LEASE, 1)
+            .await
+            .unwrap(),
         Heartbeat::Held {
             cancel_requested: true
         }
     );
-    assert!(q.finish(running.id, "w", Finish::Canceled).await.unwrap());
+    assert!(
+        q.finish(&Lease::of(&running, "w"), Finish::Canceled)
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         q.cancel(running.id).await.unwrap(),
         Some(CancelOutcome::AlreadyFinished(_))
@@ -182,7 +220,7 @@ async fn terminal_states_enqueue_webhooks(q: &dyn JobQueue) {
     q.enqueue(job).await.unwrap();
     let running = q.claim("w", LEASE).await.unwrap().unwrap();
     assert!(q.claim_webhook(LEASE).await.unwrap().is_none());
-    q.finish(running.id, "w", Finish::Succeeded(json!({})))
+    q.finish(&Lease::of(&running, "w"), Finish::Succeeded(json!({})))
         .await
         .unwrap();
     let delivery = q.claim_webhook(LEASE).await.unwrap().unwrap();
@@ -192,9 +230,17 @@ async fn terminal_states_enqueue_webhooks(q: &dyn JobQueue) {
         q.claim_webhook(LEASE).await.unwrap().is_none(),
         "leased twice"
     );
-    q.finish_webhook(delivery.id, DeliveryOutcome::Delivered)
-        .await
-        .unwrap();
+    assert!(
+        q.finish_webhook(&delivery, DeliveryOutcome::Delivered)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !q.finish_webhook(&delivery, DeliveryOutcome::Delivered)
+            .await
+            .unwrap(),
+        "recorded twice"
+    );
 }
 
 async fn list_pages_newest_first(q: &dyn JobQueue) {
@@ -228,4 +274,86 @@ async fn list_pages_newest_first(q: &dyn JobQueue) {
     assert_eq!(next.len(), 3);
     let counts = q.status_counts().await.unwrap();
     assert!(counts.contains(&(JobStatus::Queued, 5)));
+}
+
+/// A holder whose lease expired and whose job was claimed again, even by a
+/// worker of the same name (two nodes configured with one node id), can
+/// neither renew nor finish: the new attempt's result stands.
+async fn a_reclaimed_job_fences_out_its_former_holder(q: &dyn JobQueue) {
+    q.enqueue(new_job(None)).await.unwrap();
+    let short = Duration::from_millis(1);
+    let first = q.claim("node/w0", short).await.unwrap().unwrap();
+    let stale = Lease::of(&first, "node/w0");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = q.claim("node/w0", LEASE).await.unwrap().unwrap();
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+    let current = Lease::of(&second, "node/w0");
+    assert_eq!(
+        q.heartbeat(&stale, LEASE, 90).await.unwrap(),
+        Heartbeat::Lost
+    );
+    assert!(
+        !q.finish(&stale, Finish::Succeeded(json!({"from": "stale"})))
+            .await
+            .unwrap()
+    );
+    assert!(
+        q.finish(&current, Finish::Succeeded(json!({"from": "current"})))
+            .await
+            .unwrap()
+    );
+    let done = q.get(first.id).await.unwrap().unwrap();
+    assert_eq!(done.result, Some(json!({"from": "current"})));
+    assert_eq!(done.attempts, 2);
+}
+
+/// Many workers claiming at once: every job is taken exactly once.
+async fn concurrent_claims_take_each_job_once(q: &dyn JobQueue) {
+    const JOBS: usize = 40;
+    for _ in 0..JOBS {
+        q.enqueue(new_job(None)).await.unwrap();
+    }
+    let claims = futures_util::future::join_all((0..8).map(|w| async move {
+        let owner = format!("w{w}");
+        let mut mine = Vec::new();
+        while let Some(job) = q.claim(&owner, LEASE).await.unwrap() {
+            mine.push(job.id);
+        }
+        mine
+    }))
+    .await;
+    let mut all: Vec<Uuid> = claims.into_iter().flatten().collect();
+    assert_eq!(all.len(), JOBS, "claims");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), JOBS, "a job was claimed twice");
+}
+
+/// A delivery attempt that took longer than its lease was claimed again
+/// (by another node, say): the late attempt records nothing.
+async fn a_webhook_attempt_that_outlived_its_lease_records_nothing(q: &dyn JobQueue) {
+    let mut job = new_job(None);
+    job.callback_url = Some("https://example.com/hook".into());
+    q.enqueue(job).await.unwrap();
+    let running = q.claim("w", LEASE).await.unwrap().unwrap();
+    q.finish(&Lease::of(&running, "w"), Finish::Canceled)
+        .await
+        .unwrap();
+    let slow = q
+        .claim_webhook(Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = q.claim_webhook(LEASE).await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (slow.id, 2));
+    let gave_up = DeliveryOutcome::GaveUp {
+        error: "late".into(),
+    };
+    assert!(!q.finish_webhook(&slow, gave_up).await.unwrap());
+    assert!(
+        q.finish_webhook(&again, DeliveryOutcome::Delivered)
+            .await
+            .unwrap()
+    );
 }

@@ -205,8 +205,12 @@ impl Deliverer {
         }
         .instrument(span)
         .await;
-        if let Err(err) = self.queue.finish_webhook(delivery.id, outcome).await {
-            warn!(error = %err, "cannot record webhook outcome");
+        match self.queue.finish_webhook(&delivery, outcome).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(job_id = %delivery.job_id, "webhook attempt outlived its lease; another attempt was made")
+            }
+            Err(err) => warn!(error = %err, "cannot record webhook outcome"),
         }
         true
     }

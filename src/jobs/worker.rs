@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::error::{ErrorCode, panic_message};
 use super::model::{Job, JobErrorInfo};
-use super::queue::{DynQueue, Finish, Heartbeat};
+use super::queue::{DynQueue, Finish, Heartbeat, Lease, Wakeups};
 use super::runner::{self, JobContext, ProgressSink, RunError};
 use super::spec::JobSpec;
 use crate::config::Config;
@@ -39,8 +38,9 @@ pub struct WorkerDeps {
     pub store: DynStore,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// Notified when a job is enqueued on this node.
-    pub wake: Arc<Notify>,
+    /// Notified when a job is enqueued, on this node or (through the store)
+    /// on another.
+    pub wake: Wakeups,
     /// Identifies this node in leases.
     pub node_id: String,
     pub presets: Arc<crate::presets::Presets>,
@@ -116,7 +116,7 @@ impl Worker {
                 }
                 Ok(None) => {
                     tokio::select! {
-                        _ = self.deps.wake.notified() => {}
+                        _ = self.deps.wake.jobs.notified() => {}
                         _ = tokio::time::sleep(poll) => {}
                         _ = self.stop.cancelled() => break,
                     }
@@ -175,7 +175,11 @@ impl Worker {
             Finish::Failed(e) => metrics.observe_failure(e.code.as_str()),
             _ => {}
         }
-        match deps.queue.finish(job.id, &self.owner, finish).await {
+        match deps
+            .queue
+            .finish(&Lease::of(&job, &self.owner), finish)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => warn!("lease lost before the outcome was recorded"),
             Err(err) => {
@@ -208,8 +212,7 @@ impl Worker {
         let heartbeat = tokio::spawn(
             heartbeat(
                 deps.clone(),
-                job.id,
-                self.owner.clone(),
+                Lease::of(job, &self.owner),
                 progress.clone(),
                 cancel.clone(),
                 user_canceled.clone(),
@@ -335,8 +338,7 @@ impl Worker {
 
 async fn heartbeat(
     deps: WorkerDeps,
-    id: uuid::Uuid,
-    owner: String,
+    held: Lease,
     progress: Arc<AtomicU8>,
     cancel: CancellationToken,
     user_canceled: Arc<AtomicBool>,
@@ -350,7 +352,7 @@ async fn heartbeat(
         tokio::time::sleep(next).await;
         next = period;
         let p = progress.load(Ordering::Relaxed);
-        match deps.queue.heartbeat(id, &owner, lease, p).await {
+        match deps.queue.heartbeat(&held, lease, p).await {
             Ok(Heartbeat::Held { cancel_requested }) => {
                 if cancel_requested && !user_canceled.swap(true, Ordering::SeqCst) {
                     info!("cancel requested");

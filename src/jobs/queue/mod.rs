@@ -10,9 +10,17 @@
 //!   webhook delivery in the same transaction (outbox), so no notification is lost
 //!   and none is sent for a state that was not committed.
 //!
-//! [`sqlite::SqliteQueue`] is the embedded backend. SQL is kept portable where it
-//! costs nothing, so that a Postgres backend is one more file behind this trait.
+//! - heartbeats and the end of a run are fenced by the [`Lease`] (owner *and*
+//!   attempt): a worker that lost its lease, say after a long stall, writes
+//!   nothing over the run that replaced it.
+//!
+//! [`sqlite::SqliteQueue`] is the embedded backend (one node, so the node's
+//! clock is the store's); [`postgres::PostgresQueue`] serves a fleet, on the
+//! database's clock, with `SKIP LOCKED` claims and `LISTEN/NOTIFY` wake-ups.
+//! Both read their rows with one decoder ([`row`]).
 
+pub mod postgres;
+mod row;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::model::{Job, JobErrorInfo, JobStatus};
@@ -72,6 +82,35 @@ pub struct ListFilter {
     pub limit: u32,
     /// Return jobs older than this one (ids are time-ordered UUIDv7).
     pub before: Option<Uuid>,
+}
+
+/// A claim on a job: who holds it and which attempt the claim counted. Every
+/// write of a run names its lease, and the store takes it only while that
+/// lease is the job's current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job: Uuid,
+    pub owner: String,
+    pub attempt: u32,
+}
+
+impl Lease {
+    /// The lease `owner` got by claiming `job`.
+    pub fn of(job: &Job, owner: &str) -> Lease {
+        Lease {
+            job: job.id,
+            owner: owner.to_string(),
+            attempt: job.attempts,
+        }
+    }
+}
+
+/// What a node's workers and webhook sender wait on between polls, so that
+/// new work starts at once rather than at the next poll.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeups {
+    pub jobs: Arc<Notify>,
+    pub webhooks: Arc<Notify>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,16 +174,15 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Takes the oldest runnable job (queued and due, or running with an expired
     /// lease) for `owner`, counting one attempt.
     async fn claim(&self, owner: &str, lease: Duration) -> QueueResult<Option<Job>>;
-    /// Renews the lease and records progress.
+    /// Renews the lease for `duration` and records progress.
     async fn heartbeat(
         &self,
-        id: Uuid,
-        owner: &str,
-        lease: Duration,
+        lease: &Lease,
+        duration: Duration,
         progress: u8,
     ) -> QueueResult<Heartbeat>;
     /// Records how a run ended. `false` when the lease was no longer ours.
-    async fn finish(&self, id: Uuid, owner: &str, finish: Finish) -> QueueResult<bool>;
+    async fn finish(&self, lease: &Lease, finish: Finish) -> QueueResult<bool>;
     async fn cancel(&self, id: Uuid) -> QueueResult<Option<CancelOutcome>>;
     /// Settles jobs whose lease expired and that must not run again: cancel was
     /// requested, or every attempt is used. Returns how many.
@@ -153,16 +191,30 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn status_counts(&self) -> QueueResult<Vec<(JobStatus, u64)>>;
     async fn ping(&self) -> QueueResult<()>;
 
+    /// Takes the oldest due webhook delivery for `lease`, counting one attempt.
     async fn claim_webhook(&self, lease: Duration) -> QueueResult<Option<WebhookDelivery>>;
-    async fn finish_webhook(&self, id: Uuid, outcome: DeliveryOutcome) -> QueueResult<()>;
+    /// Records an attempt's outcome; `false` (nothing written) when the
+    /// delivery was claimed again meanwhile (this attempt's lease ran out).
+    async fn finish_webhook(
+        &self,
+        delivery: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+    ) -> QueueResult<bool>;
+
+    /// Relays the store's own wake-ups (work that another node added) to
+    /// `wake` until `stop`. A store without them returns at once: the
+    /// workers then rely on their polling alone.
+    async fn relay_wakeups(&self, _wake: Wakeups, _stop: CancellationToken) {}
 }
 
 pub type DynQueue = Arc<dyn JobQueue>;
 
-/// Opens the job store a URL names (`sqlite://path`).
+/// Opens the job store a URL names (`sqlite://path` or `postgres://…`).
 pub async fn open(url: &str) -> QueueResult<DynQueue> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteQueue::open(url).await?))
+    } else if crate::db::is_postgres(url) {
+        Ok(Arc::new(postgres::PostgresQueue::open(url).await?))
     } else {
         Err(QueueError::Unavailable(format!(
             "unsupported job store URL scheme in `{}`",

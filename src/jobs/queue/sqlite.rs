@@ -9,17 +9,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::row::{DELIVERY_COLUMNS, JOB_COLUMNS, job_from_row};
 use super::{
-    CancelOutcome, DeliveryOutcome, Enqueued, Finish, Heartbeat, JobQueue, ListFilter, NewJob,
-    QueueError, QueueResult, WebhookDelivery,
+    CancelOutcome, DeliveryOutcome, Enqueued, Finish, Heartbeat, JobQueue, Lease, ListFilter,
+    NewJob, QueueError, QueueResult, WebhookDelivery,
 };
 use crate::clock::now_ms;
 use crate::jobs::error::ErrorCode;
-use crate::jobs::model::{Job, JobErrorInfo, JobStatus};
+use crate::jobs::model::{Job, JobStatus};
 
 /// Schema changes, applied in order once each. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[r#"
@@ -61,10 +62,6 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);
 "#];
 
-const JOB_COLUMNS: &str = "id, spec, status, progress, attempts, max_attempts, error_code, \
-    error_message, result, callback_url, cancel_requested, lease_owner, lease_expires_at, \
-    run_after, created_at, updated_at, started_at, finished_at";
-
 pub struct SqliteQueue {
     pool: SqlitePool,
 }
@@ -85,43 +82,6 @@ impl SqliteQueue {
             .map(|row| job_from_row(&row))
             .transpose()
     }
-}
-
-fn job_from_row(row: &SqliteRow) -> QueueResult<Job> {
-    let corrupt = |what: &str, detail: String| QueueError::Corrupt(format!("{what}: {detail}"));
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    let spec: String = row.try_get("spec")?;
-    let result: Option<String> = row.try_get("result")?;
-    let error_code: Option<String> = row.try_get("error_code")?;
-    let error_message: Option<String> = row.try_get("error_message")?;
-    Ok(Job {
-        id: Uuid::parse_str(&id).map_err(|e| corrupt("id", e.to_string()))?,
-        spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", e.to_string()))?,
-        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
-        progress: row.try_get::<i64, _>("progress")?.clamp(0, 100) as u8,
-        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")?.max(0) as u32,
-        error: error_code.map(|code| JobErrorInfo {
-            // Codes are written by this binary; one it no longer knows (a
-            // newer node's, say) reads as `internal` rather than failing the row.
-            code: ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
-            message: error_message.unwrap_or_default(),
-        }),
-        result: result
-            .map(|r| serde_json::from_str(&r))
-            .transpose()
-            .map_err(|e| corrupt("result", e.to_string()))?,
-        callback_url: row.try_get("callback_url")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        run_after: row.try_get("run_after")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
 }
 
 /// Adds a webhook delivery for a job that just became terminal, in `tx`.
@@ -149,10 +109,11 @@ async fn enqueue_webhook(
     Ok(())
 }
 
-/// Appends the lease guard: only the owner of a running job may finish it.
+/// Appends the lease guard: only the current lease of a running job may
+/// finish it (bind the lease's job, owner and attempt last).
 macro_rules! guarded {
     ($($sql:literal)+) => {
-        concat!($($sql,)+ " WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING callback_url")
+        concat!($($sql,)+ " WHERE id = ? AND lease_owner = ? AND attempts = ? AND status = 'running' RETURNING callback_url")
     };
 }
 
@@ -255,22 +216,22 @@ impl JobQueue for SqliteQueue {
 
     async fn heartbeat(
         &self,
-        id: Uuid,
-        owner: &str,
-        lease: Duration,
+        lease: &Lease,
+        duration: Duration,
         progress: u8,
     ) -> QueueResult<Heartbeat> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE jobs SET lease_expires_at = ?, progress = MAX(progress, ?), updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND status = 'running' \
+             WHERE id = ? AND lease_owner = ? AND attempts = ? AND status = 'running' \
              RETURNING cancel_requested",
         )
-        .bind(now + ms(lease))
+        .bind(now + ms(duration))
         .bind(i64::from(progress.min(100)))
         .bind(now)
-        .bind(id.to_string())
-        .bind(owner)
+        .bind(lease.job.to_string())
+        .bind(&lease.owner)
+        .bind(i64::from(lease.attempt))
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
@@ -281,9 +242,9 @@ impl JobQueue for SqliteQueue {
         })
     }
 
-    async fn finish(&self, id: Uuid, owner: &str, finish: Finish) -> QueueResult<bool> {
+    async fn finish(&self, lease: &Lease, finish: Finish) -> QueueResult<bool> {
         let now = now_ms();
-        let id_text = id.to_string();
+        let id_text = lease.job.to_string();
         let mut tx = self.pool.begin().await?;
         let (query, terminal) = match &finish {
             Finish::Succeeded(result) => (
@@ -343,7 +304,8 @@ impl JobQueue for SqliteQueue {
         };
         let row = query
             .bind(&id_text)
-            .bind(owner)
+            .bind(&lease.owner)
+            .bind(i64::from(lease.attempt))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
@@ -445,31 +407,27 @@ impl JobQueue for SqliteQueue {
 
     async fn claim_webhook(&self, lease: Duration) -> QueueResult<Option<WebhookDelivery>> {
         let now = now_ms();
-        let row = sqlx::query(
+        let sql = format!(
             "UPDATE webhook_deliveries SET next_attempt_at = ?1, attempts = attempts + 1, updated_at = ?2 \
              WHERE id = ( \
                  SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?2 \
                  ORDER BY next_attempt_at LIMIT 1) \
-             RETURNING id, job_id, url, attempts",
-        )
-        .bind(now + ms(lease))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let parse = |col: &str| -> QueueResult<Uuid> {
-            let text: String = row.try_get(col)?;
-            Uuid::parse_str(&text).map_err(|e| QueueError::Corrupt(e.to_string()))
-        };
-        Ok(Some(WebhookDelivery {
-            id: parse("id")?,
-            job_id: parse("job_id")?,
-            url: row.try_get("url")?,
-            attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
-        }))
+             RETURNING {DELIVERY_COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(now + ms(lease))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| super::row::delivery_from_row(&row))
+            .transpose()
     }
 
-    async fn finish_webhook(&self, id: Uuid, outcome: DeliveryOutcome) -> QueueResult<()> {
+    async fn finish_webhook(
+        &self,
+        delivery: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+    ) -> QueueResult<bool> {
         let now = now_ms();
         let (status, error, next) = match outcome {
             DeliveryOutcome::Delivered => ("delivered", None, now),
@@ -478,16 +436,19 @@ impl JobQueue for SqliteQueue {
             }
             DeliveryOutcome::GaveUp { error } => ("failed", Some(error), now),
         };
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, last_error = ?, next_attempt_at = ?, updated_at = ? \
+             WHERE id = ? AND attempts = ? AND status = 'pending'",
         )
         .bind(status)
         .bind(error)
         .bind(next)
         .bind(now)
-        .bind(id.to_string())
+        .bind(delivery.id.to_string())
+        .bind(i64::from(delivery.attempts))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 }
