@@ -75,10 +75,7 @@ async fn graceful_shutdown_hands_running_jobs_back() {
 
     // The job is back in the queue, its interrupted attempt not counted.
     let data_dir = node.data_dir.clone();
-    let queue =
-        media_node::jobs::queue::open(&format!("sqlite://{}", data_dir.join("jobs.db").display()))
-            .await
-            .unwrap();
+    let queue = media_node::jobs::queue::open(&node.db_url).await.unwrap();
     let stored = queue.get(long.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(stored.status, media_node::jobs::model::JobStatus::Queued);
     assert_eq!(stored.attempts, 0);

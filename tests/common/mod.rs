@@ -88,6 +88,9 @@ pub struct Node {
     child: Option<Child>,
     pub base: String,
     pub data_dir: PathBuf,
+    /// The node's database (`db.url`): its SQLite file, or with
+    /// `TEST_NODE_DB=postgres` a database of its own on the test cluster.
+    pub db_url: String,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
@@ -193,6 +196,17 @@ impl Node {
         for (k, v) in &extra_env {
             cmd.env(k, v);
         }
+        let db_url = match extra_env.iter().find(|(k, _)| k == "MEDIA_NODE_DB_URL") {
+            Some((_, url)) => url.clone(),
+            None => {
+                let url = node_database(&data_dir);
+                // The embedded default stays unconfigured.
+                if !url.starts_with("sqlite:") {
+                    cmd.env("MEDIA_NODE_DB_URL", &url);
+                }
+                url
+            }
+        };
         cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
         let mut child = cmd.spawn().expect("start media-node");
 
@@ -234,6 +248,7 @@ impl Node {
             child: Some(child),
             base,
             data_dir,
+            db_url,
             log_path,
             _tmp: tmp,
             client: reqwest::Client::new(),
@@ -465,7 +480,40 @@ fn s3s_fs_binary() -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
+/// The database a node started on `data_dir` runs on: its SQLite file, or
+/// with `TEST_NODE_DB=postgres` (scripts/test's second pass, inside
+/// `pg_virtualenv`, which sets `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`) a
+/// database on that cluster named after the data dir, so a node restarted on
+/// the same data dir finds its jobs and streams again.
+fn node_database(data_dir: &Path) -> String {
+    if std::env::var("TEST_NODE_DB").as_deref() != Ok("postgres") {
+        return format!("sqlite://{}", data_dir.join("jobs.db").display());
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let name = format!("mn_{:016x}", hasher.finish());
+    let out = Command::new("psql")
+        .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE \"{name}\""))
+        .output()
+        .expect("psql (TEST_NODE_DB=postgres runs inside pg_virtualenv)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("already exists"),
+        "create database {name}: {stderr}"
+    );
+    let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+    format!(
+        "postgres://{}:{}@{}:{}/{name}",
+        var("PGUSER", "postgres"),
+        var("PGPASSWORD", ""),
+        var("PGHOST", "localhost"),
+        var("PGPORT", "5432"),
+    )
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -86,20 +86,32 @@ impl Postgres {
             ]),
             "initdb",
         );
-        let port = free_port();
+        let server = Postgres {
+            bin,
+            root,
+            port: free_port(),
+        };
+        server.resume().await;
+        server
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on its port.
+    pub async fn resume(&self) {
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            root.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.root.path().display()
         );
         run(
-            as_owner(&bin.join("pg_ctl"))
+            as_owner(&self.bin.join("pg_ctl"))
                 .arg("-D")
-                .arg(&data)
+                .arg(self.root.path().join("data"))
                 .args(["-o", &options, "-l"])
-                .arg(root.path().join("server.log"))
+                .arg(self.root.path().join("server.log"))
                 .args(["-w", "start"]),
             "pg_ctl start",
         );
+        let port = self.port;
         eventually(
             Duration::from_secs(30),
             "postgres to listen",
@@ -111,7 +123,17 @@ impl Postgres {
             },
         )
         .await;
-        Postgres { bin, root, port }
+    }
+
+    /// Stops the server now (its clients' connections break), keeping its data.
+    pub fn stop(&self) {
+        run(
+            as_owner(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.root.path().join("data"))
+                .args(["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        );
     }
 
     /// A new, empty database on the cluster; its URL.
