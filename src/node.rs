@@ -77,7 +77,8 @@ async fn start_live(
         presets: presets.clone(),
         metrics: LiveMetrics::register(metrics),
         spool: Arc::new(spool),
-        node_id: node_id(),
+        node_id: config.node_id(),
+        lease: config.live.lease(),
         max_transcodes: config.live.max_transcodes,
         worker: WorkerConfig {
             memory_limit_mb: config.jobs.child_memory_limit_mb,
@@ -104,8 +105,13 @@ async fn start_live(
     );
     let throttle = Arc::new(std::sync::Mutex::new(Throttle::new()));
     let stop = CancellationToken::new();
+    // Any node ends streams whose node is gone (and writes their replays).
+    service.spawn_sweeper(stop.clone());
     let settings = rtmp::RtmpSettings {
         max_connections: config.live.max_connections,
+        // A held publisher waits up to one lease for another node's.
+        gate_timeout: config.live.lease() + std::time::Duration::from_secs(5),
+        trusted_proxies: config.live.proxy_protocol_from.0.clone(),
         ..Default::default()
     };
     let rtmp = tokio::spawn(rtmp::serve(
@@ -173,16 +179,6 @@ fn generate_token() -> String {
         "mn_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
-}
-
-fn node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
-    let nonce: u16 = rand::random();
-    format!("{host}-{}-{nonce:04x}", std::process::id())
 }
 
 /// Every GStreamer element the node and its presets need.
@@ -280,7 +276,7 @@ pub async fn serve(
         config: config.clone(),
         metrics: metrics.clone(),
         wake: wake.clone(),
-        node_id: node_id(),
+        node_id: config.node_id(),
         presets: presets.clone(),
     });
     let background_stop = CancellationToken::new();

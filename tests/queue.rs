@@ -93,10 +93,12 @@ async fn claim_run_and_finish(q: &dyn JobQueue) {
         panic!("not created")
     };
     assert_eq!(job.status, JobStatus::Queued);
-    let claimed = q.claim("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(job.node, None);
+    let claimed = q.claim("node-a/w1", LEASE).await.unwrap().unwrap();
     assert_eq!(claimed.id, job.id);
     assert_eq!(claimed.attempts, 1);
-    let w1 = Lease::of(&claimed, "w1");
+    assert_eq!(claimed.node.as_deref(), Some("node-a"));
+    let w1 = Lease::of(&claimed, "node-a/w1");
     let w2 = Lease::of(&claimed, "w2");
     assert!(
         q.claim("w2", LEASE).await.unwrap().is_none(),
@@ -119,6 +121,7 @@ async fn claim_run_and_finish(q: &dyn JobQueue) {
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.progress, 100);
     assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.node.as_deref(), Some("node-a"), "the node that ran it");
 }
 
 async fn expired_leases_are_reclaimed_then_exhausted(q: &dyn JobQueue) {

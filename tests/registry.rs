@@ -5,8 +5,10 @@ mod common;
 
 use media_node::live::Track;
 use media_node::live::key;
+use std::time::Duration;
+
 use media_node::live::registry::{
-    self, PinRecord, SegmentRecord, StreamRegistry, StreamState, UploadStats,
+    self, Claim, PinRecord, Renewal, SegmentRecord, StreamRegistry, StreamState, UploadStats,
 };
 use uuid::Uuid;
 
@@ -14,6 +16,149 @@ async fn suite(reg: &dyn StreamRegistry) {
     reg.check().await.expect("the registry answers");
     a_stream_goes_idle_live_ended_and_its_key_dies_with_it(reg).await;
     segments_and_pins_are_kept_in_order(reg).await;
+    one_node_holds_a_stream_until_its_lease_lapses_or_its_publisher_leaves(reg).await;
+    a_lapsed_stream_is_adopted_once_after_its_window(reg).await;
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn new_stream(reg: &dyn StreamRegistry) -> Uuid {
+    let id = Uuid::now_v7();
+    reg.create(id, "s", "default", key::generate().digest)
+        .await
+        .unwrap();
+    id
+}
+
+async fn one_node_holds_a_stream_until_its_lease_lapses_or_its_publisher_leaves(
+    reg: &dyn StreamRegistry,
+) {
+    let id = new_stream(reg).await;
+    assert_eq!(
+        reg.claim(id, "a", LEASE, true).await.unwrap(),
+        Claim::Taken { from: None }
+    );
+    assert_eq!(
+        reg.get(id).await.unwrap().unwrap().node.as_deref(),
+        Some("a")
+    );
+    // A newcomer on another node is held while a's publisher is on air…
+    let Claim::Held { node, expires_at } = reg.claim(id, "b", LEASE, true).await.unwrap() else {
+        panic!("b took a fresh lease")
+    };
+    assert_eq!(node, "a");
+    // …and sees a's renewals move the lease on.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        reg.renew(id, "a", LEASE, true).await.unwrap(),
+        Renewal::Held { ended: false }
+    );
+    let Claim::Held {
+        expires_at: later, ..
+    } = reg.claim(id, "b", LEASE, true).await.unwrap()
+    else {
+        panic!("b took a renewed lease")
+    };
+    assert!(later > expires_at, "{later} > {expires_at}");
+    // a's publisher left: b takes the stream over at once, and a has lost it.
+    reg.renew(id, "a", LEASE, false).await.unwrap();
+    assert_eq!(
+        reg.claim(id, "b", LEASE, true).await.unwrap(),
+        Claim::Taken {
+            from: Some("a".into())
+        }
+    );
+    assert_eq!(
+        reg.renew(id, "a", LEASE, true).await.unwrap(),
+        Renewal::Lost
+    );
+    assert!(
+        !reg.end_held(id, "a", "publisher_left").await.unwrap(),
+        "a may not end b's stream"
+    );
+    // b's lease lapses (b died): c takes over.
+    reg.renew(id, "b", Duration::from_millis(1), true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        reg.claim(id, "c", LEASE, true).await.unwrap(),
+        Claim::Taken {
+            from: Some("b".into())
+        }
+    );
+    // The API ends it on any node: the holder learns at its next renewal.
+    assert!(reg.end(id, "deleted").await.unwrap());
+    assert_eq!(
+        reg.renew(id, "c", LEASE, false).await.unwrap(),
+        Renewal::Held { ended: true }
+    );
+    assert_eq!(reg.claim(id, "d", LEASE, true).await.unwrap(), Claim::Ended);
+
+    // A stream's own node ends it when its reconnect window runs out.
+    let id = new_stream(reg).await;
+    reg.claim(id, "a", LEASE, false).await.unwrap();
+    assert!(reg.end_held(id, "a", "publisher_left").await.unwrap());
+    // A node shutting down lets its streams go at once.
+    let id = new_stream(reg).await;
+    reg.claim(id, "a", LEASE, true).await.unwrap();
+    reg.release(id, "a").await.unwrap();
+    assert_eq!(
+        reg.claim(id, "b", LEASE, true).await.unwrap(),
+        Claim::Taken {
+            from: Some("a".into())
+        }
+    );
+}
+
+async fn a_lapsed_stream_is_adopted_once_after_its_window(reg: &dyn StreamRegistry) {
+    let id = new_stream(reg).await;
+    let idle = new_stream(reg).await;
+    reg.claim(id, "a", Duration::from_millis(1), true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let orphans = reg.orphans(100).await.unwrap();
+    let orphan = orphans
+        .iter()
+        .find(|o| o.record.id == id)
+        .expect("the lapsed stream is an orphan");
+    assert!(orphan.expired_ms >= 20, "{}", orphan.expired_ms);
+    assert!(
+        orphans.iter().all(|o| o.record.id != idle),
+        "a stream nobody published to is no orphan"
+    );
+    // Within the reconnect window it stays live for its publisher…
+    let window = Duration::from_secs(60);
+    assert!(
+        !reg.adopt_orphan(id, "b", LEASE, window, "node_lost")
+            .await
+            .unwrap()
+    );
+    // …after it, exactly one node ends it and writes its replay.
+    let short = Duration::from_millis(10);
+    assert!(
+        reg.adopt_orphan(id, "b", LEASE, short, "node_lost")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !reg.adopt_orphan(id, "c", LEASE, short, "node_lost")
+            .await
+            .unwrap()
+    );
+    let s = reg.get(id).await.unwrap().unwrap();
+    assert_eq!(s.state, StreamState::Ended);
+    assert_eq!(s.end_reason.as_deref(), Some("node_lost"));
+    assert_eq!((s.node.as_deref(), s.key_digest), (Some("b"), None));
+    assert!(
+        reg.orphans(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.record.id != id)
+    );
+    reg.set_replay_written(id).await.unwrap();
 }
 
 #[tokio::test]
@@ -53,7 +198,10 @@ async fn a_stream_goes_idle_live_ended_and_its_key_dies_with_it(reg: &dyn Stream
         .unwrap();
     assert_eq!(s.state, StreamState::Idle);
     assert_eq!(reg.by_key(new.digest).await.unwrap().unwrap().id, id);
-    assert!(reg.set_live(id, "n1", None).await.unwrap());
+    assert_eq!(
+        reg.claim(id, "n1", LEASE, true).await.unwrap(),
+        Claim::Taken { from: None }
+    );
     let s = reg.get(id).await.unwrap().unwrap();
     assert_eq!(s.state, StreamState::Live);
     assert!(s.started_at.is_some());
@@ -62,8 +210,9 @@ async fn a_stream_goes_idle_live_ended_and_its_key_dies_with_it(reg: &dyn Stream
     assert!(reg.by_key(new.digest).await.unwrap().is_none());
     let s = reg.get(id).await.unwrap().unwrap();
     assert_eq!((s.state, s.key_digest), (StreamState::Ended, None));
-    assert!(
-        !reg.set_live(id, "n1", None).await.unwrap(),
+    assert_eq!(
+        reg.claim(id, "n1", LEASE, true).await.unwrap(),
+        Claim::Ended,
         "ended is final"
     );
     reg.set_replay_written(id).await.unwrap();

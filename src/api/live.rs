@@ -48,9 +48,14 @@ pub struct StreamView {
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
-    /// `deleted` or `publisher_left`.
+    /// `deleted`, `publisher_left` (nobody came back within the reconnect
+    /// window) or `node_lost` (its node died and nobody came back: another
+    /// node ended it and wrote the replay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// The node relaying the stream (`node_id`), or that relayed it last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Codecs, size and bit rate of what the publisher sends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<InputInfo>,
@@ -155,6 +160,7 @@ fn view(state: &AppState, record: &StreamRecord) -> StreamView {
         started_at: record.started_at.map(rfc3339),
         ended_at: record.ended_at.map(rfc3339),
         end_reason: record.end_reason.clone(),
+        node: record.node.clone(),
         input: record.input.clone(),
         segments_uploaded: record.segments_uploaded,
         segments_dropped: record.segments_dropped,

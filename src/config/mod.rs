@@ -81,6 +81,12 @@ pub struct Config {
     /// Root of everything the node keeps on local disk: SQLite job store, filesystem
     /// object store, per-job work dirs, generated secrets.
     pub data_dir: PathBuf,
+    /// This node's name in a fleet: job and stream views name the node running
+    /// them, and leases are held in its name. Letters, digits, `.`, `_` and
+    /// `-`, at most 64. Default: the host name and a hash of the data dir, so
+    /// it stays the same across restarts and differs between two nodes on one
+    /// host.
+    pub node_id: Option<String>,
     /// Bearer tokens accepted on `/v1`. Empty: one is generated on first start and
     /// kept in `{data_dir}/api_token`.
     pub api_token: Secrets,
@@ -114,6 +120,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             data_dir: PathBuf::from("./data"),
+            node_id: None,
             api_token: Secrets::default(),
             store: StoreKind::Fs,
             pipelines_dir: None,
@@ -262,6 +269,63 @@ pub struct LiveConfig {
     /// 480p and 240p rungs, measured with `benches/live.sh --profile ladder`). Further such streams are relayed as the source alone.
     /// Default: half the CPUs, at least 1. 0: never transcode.
     pub max_transcodes: usize,
+    /// How long a live stream stays this node's without a renewal (renewed
+    /// every third of it). When a node dies, its publishers are back on air on
+    /// another node within about this long, and its orphaned streams are
+    /// ended after this plus their reconnect window.
+    pub lease_ms: u64,
+    /// Addresses or networks (`10.0.0.0/24`) of the layer-4 balancers in
+    /// front of the RTMP listener that send a PROXY protocol header (v1 or
+    /// v2) with each connection; the creator's address from it is what the
+    /// wrong-key throttle and the logs see. A header from any other address
+    /// is refused. In the environment: comma-separated.
+    pub proxy_protocol_from: NetList,
+}
+
+/// A list of IP networks: a TOML array, or one comma-separated string (how
+/// it comes from an environment variable). A bare address is a /32 or /128.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetList(pub Vec<ipnet::IpNet>);
+
+impl Serialize for NetList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| n.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for NetList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<String>),
+            Joined(String),
+        }
+        let items = match Form::deserialize(d)? {
+            Form::List(list) => list,
+            Form::Joined(text) => text.split(',').map(str::to_string).collect(),
+        };
+        let mut nets = Vec::new();
+        for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(net) => net,
+                Err(_) => item
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!("`{item}` is not an address or a network"))
+                    })?,
+            };
+            nets.push(net);
+        }
+        Ok(NetList(nets))
+    }
+}
+
+impl LiveConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
 }
 
 impl Default for LiveConfig {
@@ -273,6 +337,8 @@ impl Default for LiveConfig {
             max_connections: 256,
             max_transcodes: (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2)
                 .max(1),
+            lease_ms: 10_000,
+            proxy_protocol_from: NetList::default(),
         }
     }
 }
@@ -280,8 +346,9 @@ impl Default for LiveConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DbConfig {
-    /// `sqlite://path` (default: `{data_dir}/jobs.db`). A Postgres backend plugs in
-    /// behind the same `JobQueue` trait.
+    /// `sqlite://path` (default: `{data_dir}/jobs.db`; one node) or
+    /// `postgres://user:password@host:port/db` (every node of a fleet on one
+    /// database).
     pub url: Option<Secret>,
 }
 
@@ -471,6 +538,24 @@ impl Config {
         Ok(config)
     }
 
+    /// `node_id`, or the host name and a hash of the data dir.
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        use sha2::Digest;
+        let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            .take(47)
+            .collect();
+        let host = if host.is_empty() { "node".into() } else { host };
+        let digest = sha2::Sha256::digest(self.data_dir.as_os_str().as_encoded_bytes());
+        format!("{host}-{}", hex::encode(&digest[..4]))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid(
@@ -478,6 +563,23 @@ impl Config {
                 "MEDIA_NODE_DATA_DIR",
                 "must not be empty",
             ));
+        }
+        if self.live.lease_ms < 2_000 {
+            return Err(invalid(
+                "live.lease_ms",
+                "MEDIA_NODE_LIVE_LEASE_MS",
+                "must be at least 2000",
+            ));
+        }
+        if let Some(id) = &self.node_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+                return Err(invalid(
+                    "node_id",
+                    "MEDIA_NODE_NODE_ID",
+                    "letters, digits, `.`, `_` and `-`, 1 to 64 of them",
+                ));
+            }
         }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
@@ -545,11 +647,12 @@ impl Config {
         }
         if let Some(url) = &self.db.url
             && !url.expose().starts_with("sqlite:")
+            && !crate::db::is_postgres(url.expose())
         {
             return Err(invalid(
                 "db.url",
                 "MEDIA_NODE_DB_URL",
-                "only sqlite: URLs are supported by this build",
+                "must be a sqlite:// or postgres:// URL",
             ));
         }
         let jobs = &self.jobs;
@@ -712,6 +815,53 @@ mod tests {
             jail.set_env(k, v);
         }
         Config::load(None)
+    }
+
+    #[test]
+    fn balancers_are_addresses_or_networks() {
+        Jail::expect_with(|jail| {
+            let c = load(
+                jail,
+                &[(
+                    "MEDIA_NODE_LIVE_PROXY_PROTOCOL_FROM",
+                    "10.0.0.0/24, 127.0.0.1",
+                )],
+            )
+            .unwrap();
+            let nets: Vec<String> = c
+                .live
+                .proxy_protocol_from
+                .0
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            assert_eq!(nets, ["10.0.0.0/24", "127.0.0.1/32"]);
+            assert!(
+                load(
+                    jail,
+                    &[("MEDIA_NODE_LIVE_PROXY_PROTOCOL_FROM", "lb.internal")]
+                )
+                .is_err()
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn node_id_is_stable_per_data_dir_and_configurable() {
+        Jail::expect_with(|jail| {
+            let a = load(jail, &[("MEDIA_NODE_DATA_DIR", "/srv/a")]).unwrap();
+            let again = load(jail, &[("MEDIA_NODE_DATA_DIR", "/srv/a")]).unwrap();
+            let b = load(jail, &[("MEDIA_NODE_DATA_DIR", "/srv/b")]).unwrap();
+            assert_eq!(a.node_id(), again.node_id());
+            assert_ne!(a.node_id(), b.node_id());
+            assert!(!a.node_id().contains('/'), "{}", a.node_id());
+            let named = load(jail, &[("MEDIA_NODE_NODE_ID", "edge-3.fra")]).unwrap();
+            assert_eq!(named.node_id(), "edge-3.fra");
+            let err = load(jail, &[("MEDIA_NODE_NODE_ID", "a/b")]).unwrap_err();
+            assert!(err.to_string().contains("MEDIA_NODE_NODE_ID"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Job {
     pub updated_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The node running the job, or that ran its last attempt.
+    pub node: Option<String>,
 }
 
 /// What the API shows of a job.
@@ -105,6 +107,10 @@ pub struct JobView {
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The node running the job, or that ran its last attempt (`node_id` in
+    /// its settings). Absent until the job first runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -123,6 +129,7 @@ impl From<&Job> for JobView {
             updated_at: rfc3339(job.updated_at),
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
+            node: job.node.clone(),
         }
     }
 }

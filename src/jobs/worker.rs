@@ -243,6 +243,8 @@ impl Worker {
             progress: progress_sink,
             cancel: cancel.clone(),
         };
+        #[cfg(feature = "test-support")]
+        let run_started = crate::clock::now_ms();
         // The spawned task is the panic boundary: a panic ends that task only.
         let mut run = tokio::spawn(
             async move {
@@ -270,6 +272,8 @@ impl Worker {
             }
         };
         heartbeat.abort();
+        #[cfg(feature = "test-support")]
+        record_run(job, &self.owner, run_started);
         if let Err(err) = tokio::fs::remove_dir_all(&work_dir).await {
             warn!(error = %err, dir = %work_dir.display(), "cannot remove work dir");
         }
@@ -390,6 +394,35 @@ async fn reaper(deps: WorkerDeps, stop: CancellationToken) {
             Ok(n) => info!(jobs = n, "settled jobs whose node died"),
             Err(err) => warn!(error = %err, "reaper failed"),
         }
+    }
+}
+
+/// Test builds only: every run of a job, appended as one JSON line to the
+/// file named by `TEST_MEDIA_NODE_RUNS` (the fleet test proves no two runs of
+/// a job overlap).
+#[cfg(feature = "test-support")]
+fn record_run(job: &Job, owner: &str, started_ms: i64) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("TEST_MEDIA_NODE_RUNS") else {
+        return;
+    };
+    let line = serde_json::json!({
+        "job": job.id,
+        "node": super::queue::node_of(owner),
+        "worker": owner,
+        "attempt": job.attempts,
+        "start_ms": started_ms,
+        "end_ms": crate::clock::now_ms(),
+    });
+    // One write of one short line to a file opened for appending: lines of
+    // nodes writing at once do not interleave.
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = appended {
+        warn!(error = %e, "cannot record the run");
     }
 }
 

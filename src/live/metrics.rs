@@ -38,6 +38,11 @@ pub struct LiveMetrics {
     /// Transcodes stopped or never started, by reason (no_capacity, overloaded,
     /// pipeline).
     pub transcode_failures: Family<ReasonLabels, Counter>,
+    /// Streams this node took from another one, by reason (`handover`: its
+    /// publisher came back here; `orphan`: ended for a node that is gone).
+    pub takeovers: Family<ReasonLabels, Counter>,
+    /// Streams another node took from this one.
+    pub leases_lost: Counter,
     /// `media_node_child_crashes_total`, shared with the jobs' children.
     child_crashes: ChildCrashes,
 }
@@ -61,6 +66,8 @@ impl LiveMetrics {
             refused: Family::default(),
             transcodes: Gauge::default(),
             transcode_failures: Family::default(),
+            takeovers: Family::default(),
+            leases_lost: Counter::default(),
             child_crashes: metrics.child_crashes(),
         };
         metrics.with_registry(|r| {
@@ -76,7 +83,7 @@ impl LiveMetrics {
             );
             r.register(
                 "live_segments_dropped",
-                "Live segments given up, by reason (spool_full, spool_io)",
+                "Live segments given up, by reason (spool_full, spool_io, spool_lost, lease_lost)",
                 live.segments_dropped.clone(),
             );
             r.register(
@@ -120,6 +127,16 @@ impl LiveMetrics {
                 "Live renditions not encoded, by reason (no_capacity, overloaded, pipeline, crashed)",
                 live.transcode_failures.clone(),
             );
+            r.register(
+                "live_takeovers",
+                "Live streams this node took over from another node, by reason (handover, orphan)",
+                live.takeovers.clone(),
+            );
+            r.register(
+                "live_leases_lost",
+                "Live streams another node took over from this one",
+                live.leases_lost.clone(),
+            );
         });
         live
     }
@@ -134,6 +151,14 @@ impl LiveMetrics {
 
     pub fn refused(&self, reason: &str) {
         self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn took_over(&self, reason: &str) {
+        self.takeovers
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })

@@ -126,7 +126,11 @@ fn render(
     let playlist = MediaPlaylist {
         version: Some(3),
         target_duration: target_duration(shown, target_s),
-        media_sequence: shown.first().map(|s| s.sequence).unwrap_or(0),
+        // Players number a segment by its position after this: counted in
+        // stored segments, not storage sequence numbers (a segment given up,
+        // or left in a lost node's spool, leaves a hole in those), so the
+        // numbering stays the same from one playlist to the next.
+        media_sequence: (segments.len() - shown.len()) as u64,
         discontinuity_sequence: discontinuities_before,
         segments: media,
         end_list: ended,
@@ -185,6 +189,27 @@ mod tests {
             end: end.map(at),
             attributes: format!("X-PRODUCT-ID=\"p-{id}\""),
         }
+    }
+
+    #[test]
+    fn a_hole_in_storage_sequences_keeps_media_sequence_numbers_stable() {
+        // Segment 3 never reached the store (given up, or in a lost node's spool).
+        let mut stored = segments(10, Some(4));
+        stored.remove(3);
+        let first = live(&stored[..6], 4, 2, &[]);
+        let later = live(&stored, 4, 2, &[]);
+        let first = m3u8_rs::parse_media_playlist_res(first.as_bytes()).unwrap();
+        let later = m3u8_rs::parse_media_playlist_res(later.as_bytes()).unwrap();
+        // The same segment has the same number in both playlists.
+        let number = |p: &m3u8_rs::MediaPlaylist, uri: &str| {
+            let at = p.segments.iter().position(|s| s.uri == uri).unwrap();
+            p.media_sequence + at as u64
+        };
+        assert_eq!(
+            number(&first, "seg_00006.ts"),
+            number(&later, "seg_00006.ts")
+        );
+        assert_eq!(later.media_sequence, 5);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //!
 //! Media never waits for any of this: ingest hands a closed segment over a
 //! channel and goes on.
+//!
+//! In a fleet, playlists are written only while this node holds the stream's
+//! lease ([`Fence`]): while it is unconfirmed they wait (as for a store that
+//! is down), and once another node has taken the stream the relay stops and
+//! drops what its spool still held of it (the new node numbers its segments
+//! after those, and no playlist lists them).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -25,6 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use super::Track;
+use super::lease::Fence;
 use super::metrics::LiveMetrics;
 use super::playlist::{self, LiveSegment, Pin};
 use super::registry::{PinRecord, Registry, SegmentRecord, UploadStats};
@@ -113,6 +120,8 @@ pub struct RelayStart {
     /// stream). With renditions, the service writes the master replay after
     /// every track's and records it.
     pub completes_replay: bool,
+    /// This node's lease on the stream.
+    pub fence: Arc<Fence>,
 }
 
 impl Relay {
@@ -280,6 +289,7 @@ struct Worker {
     ending: bool,
     stats: Arc<Mutex<UploadStats>>,
     stats_written: Instant,
+    fence: Arc<Fence>,
 }
 
 impl Worker {
@@ -299,6 +309,7 @@ impl Worker {
             ending: false,
             stats,
             stats_written: Instant::now(),
+            fence: start.fence,
         };
         let now = Instant::now();
         for record in start.existing {
@@ -342,6 +353,10 @@ impl Worker {
         loop {
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg).await;
+            }
+            if self.fence.is_lost() {
+                self.give_up().await;
+                break;
             }
             let idle = self.pending.is_empty() && !self.playlist_dirty;
             if idle && detached {
@@ -409,6 +424,24 @@ impl Worker {
             }
             Msg::End => self.ending = true,
         }
+    }
+
+    /// Another node relays the stream now: what the spool holds of this track
+    /// is dropped, unstored (see the module notes).
+    async fn give_up(&mut self) {
+        let dropped = self.pending.len();
+        for pending in self.pending.drain(..) {
+            self.deps
+                .spool
+                .remove(&self.track, pending.record.sequence)
+                .await;
+            self.deps.metrics.dropped("lease_lost");
+        }
+        self.deps
+            .metrics
+            .spool_bytes
+            .set(self.deps.spool.used() as i64);
+        info!(dropped, "another node took the stream over; relay stopped");
     }
 
     /// Stores the oldest pending segment, or the playlist once all are stored.
@@ -484,6 +517,12 @@ impl Worker {
         if self.stored.is_empty() {
             return Ok(());
         }
+        if !self.fence.holds() {
+            // Retried with the upload backoff; a lost lease ends the relay.
+            return Err(StoreError::Unavailable(
+                "this node's lease on the stream is not confirmed; playlists wait".into(),
+            ));
+        }
         let mut text = playlist::live(&self.stored, self.window, self.target_s, &self.pins);
         if ended {
             // Players stop polling at ENDLIST; the window is kept.
@@ -502,6 +541,11 @@ impl Worker {
 
     /// Everything is stored and the stream is over: the replay, then done.
     async fn finish(&mut self) -> Result<bool, StoreError> {
+        if !self.fence.holds() {
+            return Err(StoreError::Unavailable(
+                "this node's lease on the stream is not confirmed; the replay waits".into(),
+            ));
+        }
         if let Ok(pins) = self.deps.registry.pins(self.track.stream).await {
             self.pins = pins.iter().map(pin_of).collect();
         }

@@ -199,6 +199,10 @@ pub struct RtmpSettings {
     /// Handshake, `connect` and `publish` must all be done this soon after the
     /// TCP accept, or the connection is dropped.
     pub handshake_timeout: Duration,
+    /// How long the key check of a `publish` may take, counted from the
+    /// request: in a fleet a publisher whose stream another node holds is
+    /// held until that node's lease is renewed or lapses.
+    pub gate_timeout: Duration,
     /// Connections at once; beyond that new ones are closed right away.
     pub max_connections: usize,
     /// Connections at once that are not publishing yet (still in handshake,
@@ -208,6 +212,9 @@ pub struct RtmpSettings {
     /// Of `max_pending`, how many one address may hold, so one source cannot
     /// take all the slots a creator needs.
     pub max_pending_per_ip: usize,
+    /// Balancers whose connections start with a PROXY protocol header
+    /// (`live.proxy_protocol_from`); from anybody else a header is refused.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for RtmpSettings {
@@ -215,9 +222,11 @@ impl Default for RtmpSettings {
         RtmpSettings {
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            gate_timeout: Duration::from_secs(15),
             max_connections: 256,
             max_pending: 64,
             max_pending_per_ip: 8,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -274,11 +283,39 @@ pub async fn serve(
             debug!(%peer, error = %err, "rtmp connection lost before setup");
             continue;
         }
-        let span = tracing::info_span!("rtmp", %peer, key = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "rtmp",
+            %peer,
+            client = tracing::field::Empty,
+            key = tracing::field::Empty
+        );
         let (admission, shared, shutdown) = (admission.clone(), shared.clone(), shutdown.clone());
         let wait = shared.settings.handshake_timeout;
         tracker.spawn(
             async move {
+                let mut stream = stream;
+                // Behind a balancer: the creator's address, from the PROXY
+                // header, for the limits, the throttle and the logs.
+                let proxies = &shared.settings.trusted_proxies;
+                let peer = match tokio::time::timeout(
+                    wait,
+                    super::proxy::client_address(&mut stream, peer, proxies),
+                )
+                .await
+                {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(err)) => {
+                        info!(%peer, error = %err, "rtmp connection refused");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "rtmp connection dropped: no PROXY header in time");
+                        return;
+                    }
+                };
+                if !proxies.is_empty() {
+                    tracing::Span::current().record("client", tracing::field::display(peer));
+                }
                 // Over the pending limits, a connection waits its turn (within
                 // the setup deadline) rather than being refused: many creators
                 // starting at once behind one NAT or balancer all get in, while
@@ -756,7 +793,10 @@ impl Connection {
         let decision = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Err(Ending::abrupt(CloseReason::Shutdown)),
-            decision = tokio::time::timeout_at(self.deadline, gate.publish(key, self.peer)) => {
+            decision = tokio::time::timeout_at(
+                self.deadline.max(Instant::now() + self.shared.settings.gate_timeout),
+                gate.publish(key, self.peer),
+            ) => {
                 decision.unwrap_or_else(|_| {
                     warn!("rtmp publish gate did not answer in time");
                     Err(Refusal::Unavailable)

@@ -139,6 +139,35 @@ impl Spool {
             .unwrap_or(false)
     }
 
+    /// Drops every spooled segment of a stream (another node relays it now);
+    /// returns how many.
+    pub async fn discard_stream(&self, stream: Uuid) -> u64 {
+        let mut dropped = 0;
+        let mut dirs = vec![self.stream_dir(stream)];
+        while let Some(dir) = dirs.pop() {
+            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let path = entry.path();
+                match entry.file_type().await {
+                    Ok(kind) if kind.is_dir() => dirs.push(path),
+                    Ok(_) => {
+                        if let Ok(meta) = tokio::fs::metadata(&path).await
+                            && tokio::fs::remove_file(&path).await.is_ok()
+                        {
+                            self.used.fetch_sub(meta.len(), Ordering::AcqRel);
+                            dropped += 1;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        self.close_stream(stream).await;
+        dropped
+    }
+
     /// Removes a stream's folder and its renditions' folders, where empty.
     pub async fn close_stream(&self, stream: Uuid) {
         let dir = self.stream_dir(stream);

@@ -84,6 +84,11 @@ pub struct ListFilter {
     pub before: Option<Uuid>,
 }
 
+/// The node of a lease owner: owners are `{node id}/{worker}`.
+pub fn node_of(owner: &str) -> &str {
+    owner.rsplit_once('/').map_or(owner, |(node, _)| node)
+}
+
 /// A claim on a job: who holds it and which attempt the claim counted. Every
 /// write of a run names its lease, and the store takes it only while that
 /// lease is the job's current one.
@@ -172,7 +177,8 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn list(&self, filter: &ListFilter) -> QueueResult<Vec<Job>>;
 
     /// Takes the oldest runnable job (queued and due, or running with an expired
-    /// lease) for `owner`, counting one attempt.
+    /// lease) for `owner` (`{node}/{worker}`), counting one attempt; the job's
+    /// `node` becomes the owner's node.
     async fn claim(&self, owner: &str, lease: Duration) -> QueueResult<Option<Job>>;
     /// Renews the lease for `duration` and records progress.
     async fn heartbeat(

@@ -63,7 +63,8 @@ CREATE TABLE jobs (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL,
     started_at       BIGINT,
-    finished_at      BIGINT
+    finished_at      BIGINT,
+    node             TEXT
 );
 CREATE INDEX jobs_runnable ON jobs (status, run_after);
 CREATE INDEX jobs_status_id ON jobs (status, id);
@@ -246,7 +247,7 @@ impl JobQueue for PostgresQueue {
     async fn claim(&self, owner: &str, lease: Duration) -> QueueResult<Option<Job>> {
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0, \
-                 lease_owner = $1, lease_expires_at = {NOW} + $2, \
+                 lease_owner = $1, lease_expires_at = {NOW} + $2, node = $3, \
                  started_at = COALESCE(started_at, {NOW}), updated_at = {NOW} \
              WHERE id = ( \
                  SELECT id FROM jobs \
@@ -260,6 +261,7 @@ impl JobQueue for PostgresQueue {
         sqlx::query(&sql)
             .bind(owner)
             .bind(ms(lease))
+            .bind(super::node_of(owner))
             .fetch_optional(&self.pool)
             .await?
             .map(|row| job_from_row(&row))

@@ -23,7 +23,8 @@ use crate::jobs::error::ErrorCode;
 use crate::jobs::model::{Job, JobStatus};
 
 /// Schema changes, applied in order once each. Never edit a released entry: add one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id               TEXT PRIMARY KEY,
     spec             TEXT NOT NULL,
@@ -60,7 +61,11 @@ CREATE TABLE webhook_deliveries (
     updated_at      BIGINT NOT NULL
 );
 CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN node TEXT;
+"#,
+];
 
 pub struct SqliteQueue {
     pool: SqlitePool,
@@ -195,7 +200,7 @@ impl JobQueue for SqliteQueue {
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0, \
                  lease_owner = ?1, lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), \
-                 updated_at = ?3 \
+                 updated_at = ?3, node = ?4 \
              WHERE id = ( \
                  SELECT id FROM jobs \
                  WHERE cancel_requested = 0 AND attempts < max_attempts AND ( \
@@ -208,6 +213,7 @@ impl JobQueue for SqliteQueue {
             .bind(owner)
             .bind(now + ms(lease))
             .bind(now)
+            .bind(super::node_of(owner))
             .fetch_optional(&self.pool)
             .await?
             .map(|row| job_from_row(&row))

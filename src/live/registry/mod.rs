@@ -16,6 +16,7 @@ mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,40 @@ pub struct PinRecord {
     pub end_ms: Option<i64>,
 }
 
+/// What a node asking to relay a stream gets ([`StreamRegistry::claim`]).
+/// Leases are kept on the database's clock, never a node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node relays the stream now. `from`: the node that held it before,
+    /// when another one (its lease had expired, or its publisher had left).
+    Taken { from: Option<String> },
+    /// Another node's lease is fresh and its publisher connected.
+    /// `expires_at` is that lease's end on the database's clock: a waiting
+    /// newcomer sees the holder is alive when it moves.
+    Held { node: String, expires_at: i64 },
+    /// The stream is over.
+    Ended,
+}
+
+/// What renewing a lease found ([`StreamRegistry::renew`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still this node's; `ended`: the stream was ended meanwhile (by the API,
+    /// on any node), so the holder winds it down and writes the replay.
+    Held { ended: bool },
+    /// Another node took the stream over: this one must stop writing it.
+    Lost,
+}
+
+/// A stream whose relaying node stopped renewing its lease: still live, or
+/// ended without its replay written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub record: StreamRecord,
+    /// For how long its lease has been expired, on the database's clock.
+    pub expired_ms: i64,
+}
+
 /// Upload counters the relaying node reports after every segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UploadStats {
@@ -169,16 +204,49 @@ pub trait StreamRegistry: Send + Sync + 'static {
         state: Option<StreamState>,
         limit: u32,
     ) -> RegistryResult<Vec<StreamRecord>>;
-    /// Marks the stream live on `node` (first start or reconnect).
-    async fn set_live(
+    /// Takes the lease on relaying the stream for `node` and marks it live:
+    /// granted when nobody holds it, when `node` does, when the holder's lease
+    /// has expired or when its publisher has left (`publishing` false).
+    async fn claim(
         &self,
         id: Uuid,
         node: &str,
-        input: Option<&InputInfo>,
+        lease: Duration,
+        publishing: bool,
+    ) -> RegistryResult<Claim>;
+    /// Extends `node`'s lease by `lease` from now, saying whether a publisher
+    /// is connected.
+    async fn renew(
+        &self,
+        id: Uuid,
+        node: &str,
+        lease: Duration,
+        publishing: bool,
+    ) -> RegistryResult<Renewal>;
+    /// Lets the lease go now (a node shutting down), so another node may take
+    /// the stream at once.
+    async fn release(&self, id: Uuid, node: &str) -> RegistryResult<()>;
+    /// Streams whose lease has expired and whose replay is not written, oldest
+    /// lease first, at most `limit`.
+    async fn orphans(&self, limit: u32) -> RegistryResult<Vec<Orphan>>;
+    /// Ends an orphan for `node`, which takes its lease to write the replay:
+    /// only if its lease has been expired for at least `expired_for` (a
+    /// publisher may still come back within the reconnect window). True when
+    /// `node` got it.
+    async fn adopt_orphan(
+        &self,
+        id: Uuid,
+        node: &str,
+        lease: Duration,
+        expired_for: Duration,
+        reason: &str,
     ) -> RegistryResult<bool>;
     async fn set_input(&self, id: Uuid, input: &InputInfo) -> RegistryResult<()>;
     /// Ends the stream and revokes its key. Returns false if it had already ended.
     async fn end(&self, id: Uuid, reason: &str) -> RegistryResult<bool>;
+    /// Ends the stream only while `node` holds its lease (its reconnect window
+    /// ran out there). False if it had ended or another node took it.
+    async fn end_held(&self, id: Uuid, node: &str, reason: &str) -> RegistryResult<bool>;
     async fn set_replay_written(&self, id: Uuid) -> RegistryResult<()>;
     /// Records a spooled segment (or updates it: the same sequence written
     /// again keeps the latest flags).

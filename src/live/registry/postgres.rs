@@ -7,15 +7,18 @@ use sqlx::postgres::{PgPool, PgRow};
 use uuid::Uuid;
 
 use super::sql::{STREAM_COLUMNS, sql_registry};
+use std::time::Duration;
+
 use super::{
-    InputInfo, PinRecord, RegistryError, RegistryResult, SegmentRecord, StreamRecord, StreamState,
-    UploadStats,
+    Claim, InputInfo, Orphan, PinRecord, RegistryError, RegistryResult, Renewal, SegmentRecord,
+    StreamRecord, StreamState, UploadStats,
 };
 use crate::clock::now_ms;
 use crate::live::Track;
 use crate::live::key::KeyDigest;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE live_streams (
     id                TEXT PRIMARY KEY,
     name              TEXT NOT NULL,
@@ -57,7 +60,16 @@ CREATE TABLE live_pins (
     end_ms     BIGINT,
     PRIMARY KEY (stream_id, id)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE live_streams ADD COLUMN lease_expires_at BIGINT,
+    ADD COLUMN publishing BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+];
+
+/// The database's clock, in milliseconds since the epoch: leases never
+/// depend on a node's clock.
+const NOW: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT";
 
 #[derive(Clone)]
 pub struct PostgresRegistry {
@@ -72,4 +84,4 @@ impl PostgresRegistry {
     }
 }
 
-sql_registry!(PostgresRegistry, sqlx::Postgres, PgRow);
+sql_registry!(PostgresRegistry, sqlx::Postgres, PgRow, NOW);

@@ -12,11 +12,12 @@ pub(super) const STREAM_COLUMNS: &str = "id, name, profile, key_digest, state, c
     spool_bytes, replay_written, node";
 
 /// Implements `StreamRegistry` for `$backend` (a struct with a `pool` field)
-/// on database `$db` with rows `$row`. The expansion site imports the
-/// registry's record types, `Row`, `Uuid`, `Track`, `KeyDigest`, `now_ms`
-/// and `STREAM_COLUMNS`.
+/// on database `$db` with rows `$row`; `$now` is the SQL of the database's
+/// clock in milliseconds since the epoch (leases are kept on it). The
+/// expansion site imports the registry's record types, `Row`, `Uuid`,
+/// `Track`, `KeyDigest`, `now_ms`, `Duration` and `STREAM_COLUMNS`.
 macro_rules! sql_registry {
-    ($backend:ident, $db:ty, $row:ty) => {
+    ($backend:ident, $db:ty, $row:ty, $now:expr) => {
         #[async_trait::async_trait]
         impl $crate::live::registry::StreamRegistry for $backend {
             async fn create(
@@ -93,27 +94,142 @@ macro_rules! sql_registry {
                 rows.iter().map(stream_from_row).collect()
             }
 
-            /// Marks the stream live on `node` (first start or reconnect).
-            async fn set_live(
+            async fn claim(
                 &self,
                 id: Uuid,
                 node: &str,
-                input: Option<&InputInfo>,
-            ) -> RegistryResult<bool> {
-                let now = now_ms();
-                let input = input.map(|i| serde_json::to_string(i).unwrap_or_default());
-                let done = sqlx::query(
-                    "UPDATE live_streams SET state = 'live', node = $1, started_at = COALESCE(started_at, $2), \
-                     input = COALESCE($3, input), updated_at = $4 WHERE id = $5 AND state != 'ended'",
+                lease: Duration,
+                publishing: bool,
+            ) -> RegistryResult<Claim> {
+                const DB_NOW: &str = $now;
+                let before: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT node FROM live_streams WHERE id = $1")
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let sql = format!(
+                    "UPDATE live_streams SET state = 'live', node = $1, lease_expires_at = {DB_NOW} + $2, \
+                     publishing = $3, started_at = COALESCE(started_at, {DB_NOW}), updated_at = {DB_NOW} \
+                     WHERE id = $4 AND state != 'ended' AND (node IS NULL OR node = $5 OR NOT publishing \
+                     OR COALESCE(lease_expires_at, 0) <= {DB_NOW})"
+                );
+                let taken = sqlx::query(&sql)
+                    .bind(node)
+                    .bind(lease_ms(lease))
+                    .bind(publishing)
+                    .bind(id.to_string())
+                    .bind(node)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if taken {
+                    let from = before.and_then(|(n,)| n).filter(|n| n != node);
+                    return Ok(Claim::Taken { from });
+                }
+                let holder: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT state, node, lease_expires_at FROM live_streams WHERE id = $1",
                 )
-                .bind(node)
-                .bind(now)
-                .bind(input)
-                .bind(now)
                 .bind(id.to_string())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match holder {
+                    Some((state, Some(node), expires)) if state != "ended" => Claim::Held {
+                        node,
+                        expires_at: expires.unwrap_or(0),
+                    },
+                    _ => Claim::Ended,
+                })
+            }
+
+            async fn renew(
+                &self,
+                id: Uuid,
+                node: &str,
+                lease: Duration,
+                publishing: bool,
+            ) -> RegistryResult<Renewal> {
+                const DB_NOW: &str = $now;
+                let sql = format!(
+                    "UPDATE live_streams SET lease_expires_at = {DB_NOW} + $1, publishing = $2 \
+                     WHERE id = $3 AND node = $4 RETURNING state"
+                );
+                let state: Option<(String,)> = sqlx::query_as(&sql)
+                    .bind(lease_ms(lease))
+                    .bind(publishing)
+                    .bind(id.to_string())
+                    .bind(node)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match state {
+                    Some((state,)) => Renewal::Held {
+                        ended: state == "ended",
+                    },
+                    None => Renewal::Lost,
+                })
+            }
+
+            async fn release(&self, id: Uuid, node: &str) -> RegistryResult<()> {
+                const DB_NOW: &str = $now;
+                let sql = format!(
+                    "UPDATE live_streams SET lease_expires_at = {DB_NOW}, publishing = FALSE \
+                     WHERE id = $1 AND node = $2"
+                );
+                sqlx::query(&sql)
+                    .bind(id.to_string())
+                    .bind(node)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn orphans(&self, limit: u32) -> RegistryResult<Vec<Orphan>> {
+                const DB_NOW: &str = $now;
+                let sql = format!(
+                    "SELECT {STREAM_COLUMNS}, {DB_NOW} - COALESCE(lease_expires_at, 0) AS expired_ms \
+                     FROM live_streams WHERE state != 'idle' AND NOT replay_written \
+                     AND started_at IS NOT NULL AND COALESCE(lease_expires_at, 0) <= {DB_NOW} \
+                     ORDER BY lease_expires_at LIMIT $1"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Orphan {
+                            record: stream_from_row(row)?,
+                            expired_ms: row.try_get("expired_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn adopt_orphan(
+                &self,
+                id: Uuid,
+                node: &str,
+                lease: Duration,
+                expired_for: Duration,
+                reason: &str,
+            ) -> RegistryResult<bool> {
+                const DB_NOW: &str = $now;
+                let sql = format!(
+                    "UPDATE live_streams SET state = 'ended', key_digest = NULL, \
+                     ended_at = COALESCE(ended_at, {DB_NOW}), end_reason = COALESCE(end_reason, $1), \
+                     node = $2, lease_expires_at = {DB_NOW} + $3, publishing = FALSE, updated_at = {DB_NOW} \
+                     WHERE id = $4 AND state != 'idle' AND NOT replay_written \
+                     AND COALESCE(lease_expires_at, 0) <= {DB_NOW} - $5"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(reason)
+                    .bind(node)
+                    .bind(lease_ms(lease))
+                    .bind(id.to_string())
+                    .bind(lease_ms(expired_for))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
                 Ok(done == 1)
             }
 
@@ -139,6 +255,23 @@ macro_rules! sql_registry {
                 .bind(reason)
                 .bind(now)
                 .bind(id.to_string())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(done == 1)
+            }
+
+            async fn end_held(&self, id: Uuid, node: &str, reason: &str) -> RegistryResult<bool> {
+                let now = now_ms();
+                let done = sqlx::query(
+                    "UPDATE live_streams SET state = 'ended', key_digest = NULL, ended_at = $1, \
+                     end_reason = $2, updated_at = $3 WHERE id = $4 AND state != 'ended' AND node = $5",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(now)
+                .bind(id.to_string())
+                .bind(node)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
@@ -291,6 +424,10 @@ macro_rules! sql_registry {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
+        }
+
+        fn lease_ms(lease: Duration) -> i64 {
+            i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4)
         }
 
         fn upsert_segment(

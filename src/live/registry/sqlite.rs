@@ -6,9 +6,11 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
 use super::sql::{STREAM_COLUMNS, sql_registry};
+use std::time::Duration;
+
 use super::{
-    InputInfo, PinRecord, RegistryError, RegistryResult, SegmentRecord, StreamRecord, StreamState,
-    UploadStats,
+    Claim, InputInfo, Orphan, PinRecord, RegistryError, RegistryResult, Renewal, SegmentRecord,
+    StreamRecord, StreamState, UploadStats,
 };
 use crate::clock::now_ms;
 use crate::live::Track;
@@ -77,7 +79,14 @@ INSERT INTO live_segments_by_rendition
 DROP TABLE live_segments;
 ALTER TABLE live_segments_by_rendition RENAME TO live_segments;
 "#,
+    r#"
+ALTER TABLE live_streams ADD COLUMN lease_expires_at BIGINT;
+ALTER TABLE live_streams ADD COLUMN publishing INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
+
+/// The database's clock (here the host's), in milliseconds since the epoch.
+const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 #[derive(Clone)]
 pub struct SqliteRegistry {
@@ -92,4 +101,4 @@ impl SqliteRegistry {
     }
 }
 
-sql_registry!(SqliteRegistry, sqlx::Sqlite, SqliteRow);
+sql_registry!(SqliteRegistry, sqlx::Sqlite, SqliteRow, NOW);
