@@ -135,6 +135,7 @@ impl Relay {
             next_sequence: start.existing.last().map(|s| s.sequence + 1).unwrap_or(0),
             gap: false,
             stats: stats.clone(),
+            fence: start.fence.clone(),
         };
         let mut worker = Worker::new(deps, start, stats.clone());
         let span = info_span!(
@@ -198,6 +199,7 @@ struct Spooler {
     /// A segment was dropped; the next one starts after a discontinuity.
     gap: bool,
     stats: Arc<Mutex<UploadStats>>,
+    fence: Arc<Fence>,
 }
 
 impl Spooler {
@@ -217,6 +219,12 @@ impl Spooler {
     }
 
     async fn spool(&mut self, media: ClosedMedia, closed_at: Instant) -> Option<Pending> {
+        if self.fence.is_lost() {
+            // The new holder numbers its segments after the registered ones:
+            // registering more here could take one of its numbers.
+            self.deps.metrics.dropped("lease_lost");
+            return None;
+        }
         let sequence = self.next_sequence;
         let bytes = media.data.len() as u64;
         match self
