@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::live::{create_stream, finished, media_playlist, publish, quick_profile, stream};
 use common::postgres::Postgres;
-use common::{Node, S3Server, TOKEN, eventually, free_port};
+use common::{Node, S3Server, TOKEN, eventually, free_port, strip_ansi};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -29,8 +29,9 @@ struct Fleet {
     nodes: Vec<Node>,
     /// Each node's RTMP port.
     rtmp: Vec<u16>,
-    s3: S3Server,
-    bucket: String,
+    bucket: Bucket,
+    /// Kept for its lifetime: the server stops when the fleet is dropped.
+    _s3: S3Server,
     pg: Postgres,
     _tmp: tempfile::TempDir,
 }
@@ -63,8 +64,11 @@ impl Fleet {
         Fleet {
             nodes,
             rtmp,
-            s3,
-            bucket: name.to_string(),
+            bucket: Bucket {
+                client: s3.client(),
+                name: name.to_string(),
+            },
+            _s3: s3,
             pg,
             _tmp: tmp,
         }
@@ -84,28 +88,13 @@ impl Fleet {
         self.nodes[at].kill();
     }
 
-    async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let got = self
-            .s3
-            .client()
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .ok()?;
-        Some(got.body.collect().await.ok()?.into_bytes().to_vec())
-    }
-
-    async fn exists(&self, key: &str) -> bool {
-        self.s3
-            .client()
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .is_ok()
+    /// Waits until `node` relays stream `id` and has stored `segments`.
+    async fn wait_relayed(&self, id: &str, node: &str, segments: u64) -> Value {
+        eventually(LIMIT, "segments from the relaying node", || async {
+            let s = stream(&self.nodes[0], id).await;
+            (s["node"] == node && s["segments_uploaded"].as_u64()? >= segments).then_some(s)
+        })
+        .await
     }
 
     /// Every node's log, for a failing case.
@@ -121,6 +110,43 @@ impl Fleet {
             }
         }
         out
+    }
+}
+
+/// The stream key in a created stream's RTMP URL.
+fn stream_key(created: &Value) -> String {
+    let url = created["rtmp_url"].as_str().unwrap();
+    url.rsplit_once('/').unwrap().1.to_string()
+}
+
+/// The fleet's bucket, read with the test's own S3 client.
+#[derive(Clone)]
+struct Bucket {
+    client: aws_sdk_s3::Client,
+    name: String,
+}
+
+impl Bucket {
+    async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(got.body.collect().await.ok()?.into_bytes().to_vec())
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        self.client
+            .head_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .is_ok()
     }
 }
 
@@ -156,6 +182,33 @@ async fn jobs_outlive_a_killed_node_and_idempotency_holds_across_nodes() {
     fleet.nodes[0]
         .upload("uploads/clip.mp4", clip(tmp.path()))
         .await;
+
+    // 12 concurrent submits with one key, spread over the three nodes: one job.
+    let body = json!({"input": {"key": "uploads/clip.mp4"}, "probe": true});
+    let mut submits = Vec::new();
+    for i in 0..12 {
+        let node = fleet.nodes[i % 3].client.clone();
+        let url = fleet.nodes[i % 3].url("/v1/jobs");
+        let body = body.clone();
+        submits.push(tokio::spawn(async move {
+            let res = node
+                .post(url)
+                .bearer_auth(TOKEN)
+                .header("idempotency-key", "upload-77")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+            let job: Value = res.json().await.unwrap();
+            job["id"].as_str().unwrap().to_string()
+        }));
+    }
+    let mut made = HashSet::new();
+    for submit in submits {
+        made.insert(submit.await.unwrap());
+    }
+    assert_eq!(made.len(), 1, "{made:?}");
 
     // 18 transcodes, round-robin over the nodes.
     let mut ids = Vec::new();
@@ -196,7 +249,7 @@ async fn jobs_outlive_a_killed_node_and_idempotency_holds_across_nodes() {
         for output in job["result"]["outputs"].as_array().unwrap() {
             let key = output["key"].as_str().unwrap();
             assert!(
-                fleet.exists(key).await,
+                fleet.bucket.exists(key).await,
                 "{key} of {id} is not in the bucket"
             );
         }
@@ -214,33 +267,6 @@ async fn jobs_outlive_a_killed_node_and_idempotency_holds_across_nodes() {
             assert!(listed.contains(id.as_str()), "{node} does not list {id}");
         }
     }
-
-    // 12 concurrent submits with one key, over the two nodes left: one job.
-    let body = json!({"input": {"key": "uploads/clip.mp4"}, "probe": true});
-    let mut submits = Vec::new();
-    for i in 0..12 {
-        let node = fleet.nodes[[0, 2][i % 2]].client.clone();
-        let url = fleet.nodes[[0, 2][i % 2]].url("/v1/jobs");
-        let body = body.clone();
-        submits.push(tokio::spawn(async move {
-            let res = node
-                .post(url)
-                .bearer_auth(TOKEN)
-                .header("idempotency-key", "upload-77")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::ACCEPTED);
-            let job: Value = res.json().await.unwrap();
-            job["id"].as_str().unwrap().to_string()
-        }));
-    }
-    let mut made = HashSet::new();
-    for submit in submits {
-        made.insert(submit.await.unwrap());
-    }
-    assert_eq!(made.len(), 1, "{made:?}");
 }
 
 #[tokio::test]
@@ -351,22 +377,21 @@ async fn no_job_runs_twice_at_once() {
 /// segment it ever lists must be there when it is read. Returns how many
 /// versions of the playlist it read.
 fn watch_playlist(
-    fleet: &Arc<Fleet>,
+    bucket: Bucket,
     playlist_key: String,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<usize> {
-    let fleet = fleet.clone();
     tokio::spawn(async move {
         let prefix = playlist_key.rsplit_once('/').unwrap().0.to_string();
         let mut seen = HashSet::new();
         while !stop.load(Ordering::Acquire) {
-            if let Some(body) = fleet.object(&playlist_key).await {
+            if let Some(body) = bucket.object(&playlist_key).await {
                 let text = String::from_utf8_lossy(&body).into_owned();
                 if seen.insert(text.clone()) {
                     for seg in media_playlist(&text).segments {
                         let key = format!("{prefix}/{}", seg.uri);
                         assert!(
-                            fleet.exists(&key).await,
+                            bucket.exists(&key).await,
                             "the live playlist lists {key}, which is missing:\n{text}"
                         );
                     }
@@ -391,28 +416,15 @@ async fn a_live_stream_goes_on_on_another_node_when_its_node_dies() {
     .await;
     let created = create_stream(fleet.node("node-a"), "quick").await;
     let id = created["id"].as_str().unwrap().to_string();
-    let key = created["rtmp_url"]
-        .as_str()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap()
-        .1
-        .to_string();
+    let key = stream_key(&created);
     let playlist_key = created["playlist_key"].as_str().unwrap().to_string();
     let replay_key = created["replay_key"].as_str().unwrap().to_string();
 
-    let first = publish(&fleet.rtmp_url("node-b", &key), 60);
-    let before = eventually(LIMIT, "segments from node-b", || async {
-        let s = stream(fleet.node("node-a"), &id).await;
-        (s["node"] == "node-b" && s["segments_uploaded"].as_u64()? >= 3).then_some(s)
-    })
-    .await;
-    let fleet = {
-        fleet.kill("node-b");
-        Arc::new(fleet)
-    };
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_playlist(&fleet, playlist_key.clone(), stop.clone());
+    let watcher = watch_playlist(fleet.bucket.clone(), playlist_key.clone(), stop.clone());
+    let first = publish(&fleet.rtmp_url("node-b", &key), 60);
+    let before = fleet.wait_relayed(&id, "node-b", 3).await;
+    fleet.kill("node-b");
     let (ok, _) = finished(first, Duration::from_secs(60)).await;
     assert!(!ok, "ffmpeg did not notice its node died");
 
@@ -434,13 +446,13 @@ async fn a_live_stream_goes_on_on_another_node_when_its_node_dies() {
     assert_eq!(ended["node"], "node-c", "{ended}");
     assert_eq!(ended["end_reason"], "publisher_left", "{ended}");
 
-    let text = String::from_utf8(fleet.object(&replay_key).await.unwrap()).unwrap();
+    let text = String::from_utf8(fleet.bucket.object(&replay_key).await.unwrap()).unwrap();
     let replay = media_playlist(&text);
     assert!(replay.end_list);
     let prefix = replay_key.rsplit_once('/').unwrap().0;
     for seg in &replay.segments {
         assert!(
-            fleet.exists(&format!("{prefix}/{}", seg.uri)).await,
+            fleet.bucket.exists(&format!("{prefix}/{}", seg.uri)).await,
             "{} is missing",
             seg.uri
         );
@@ -448,6 +460,14 @@ async fn a_live_stream_goes_on_on_another_node_when_its_node_dies() {
     assert!(
         replay.segments.iter().skip(1).any(|s| s.discontinuity),
         "no discontinuity at the handover:\n{text}"
+    );
+    // The same live playlist went on on node-c, up to the replay's end.
+    let live = String::from_utf8(fleet.bucket.object(&playlist_key).await.unwrap()).unwrap();
+    let live = media_playlist(&live);
+    assert!(live.end_list);
+    assert_eq!(
+        live.segments.last().map(|s| &s.uri),
+        replay.segments.last().map(|s| &s.uri)
     );
     // Both parts: what node-b had stored before it died, and node-c's.
     let stored_before = before["segments_uploaded"].as_u64().unwrap() as usize;
@@ -471,20 +491,10 @@ async fn a_stream_whose_node_died_is_ended_with_its_replay_by_another() {
     let mut fleet = Fleet::start("orphan", &[("MEDIA_NODE_LIVE_LEASE_MS", "3000")]).await;
     let created = create_stream(fleet.node("node-a"), "quick").await;
     let id = created["id"].as_str().unwrap().to_string();
-    let key = created["rtmp_url"]
-        .as_str()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap()
-        .1
-        .to_string();
+    let key = stream_key(&created);
     let replay_key = created["replay_key"].as_str().unwrap().to_string();
     let publisher = publish(&fleet.rtmp_url("node-b", &key), 60);
-    let before = eventually(LIMIT, "segments from node-b", || async {
-        let s = stream(fleet.node("node-a"), &id).await;
-        (s["node"] == "node-b" && s["segments_uploaded"].as_u64()? >= 2).then_some(s)
-    })
-    .await;
+    let before = fleet.wait_relayed(&id, "node-b", 2).await;
     fleet.kill("node-b");
     let killed = std::time::Instant::now();
     let _ = finished(publisher, Duration::from_secs(60)).await;
@@ -499,7 +509,7 @@ async fn a_stream_whose_node_died_is_ended_with_its_replay_by_another() {
     assert_eq!(ended["end_reason"], "node_lost", "{ended}");
     assert!(killed.elapsed() < Duration::from_secs(37));
     assert_ne!(ended["node"], "node-b");
-    let text = String::from_utf8(fleet.object(&replay_key).await.unwrap()).unwrap();
+    let text = String::from_utf8(fleet.bucket.object(&replay_key).await.unwrap()).unwrap();
     let replay = media_playlist(&text);
     assert!(replay.end_list);
     assert!(
@@ -508,26 +518,8 @@ async fn a_stream_whose_node_died_is_ended_with_its_replay_by_another() {
     );
     let prefix = replay_key.rsplit_once('/').unwrap().0;
     for seg in &replay.segments {
-        assert!(fleet.exists(&format!("{prefix}/{}", seg.uri)).await);
+        assert!(fleet.bucket.exists(&format!("{prefix}/{}", seg.uri)).await);
     }
-}
-
-/// A log without its terminal colours.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A layer-4 balancer for one test: forwards each connection to `target`
@@ -580,13 +572,7 @@ async fn behind_a_balancer_the_proxy_header_names_the_creator() {
         .start()
         .await;
     let created = create_stream(&node, "quick").await;
-    let key = created["rtmp_url"]
-        .as_str()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap()
-        .1
-        .to_string();
+    let key = stream_key(&created);
     let balancer_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let guesser = balancer(rtmp, balancer_ip, "203.0.113.7:5000".parse().unwrap()).await;
     let creator = balancer(rtmp, balancer_ip, "198.51.100.9:6000".parse().unwrap()).await;
@@ -600,7 +586,7 @@ async fn behind_a_balancer_the_proxy_header_names_the_creator() {
         let (ok, _) = finished(publish(&wrong, 2), Duration::from_secs(30)).await;
         assert!(!ok, "a wrong key was accepted");
     }
-    let log = plain(&node.log());
+    let log = strip_ansi(&node.log());
     let throttled: Vec<String> = log
         .lines()
         .filter(|l| l.contains("too many wrong keys from this address"))
@@ -619,7 +605,7 @@ async fn behind_a_balancer_the_proxy_header_names_the_creator() {
     )
     .await;
     assert!(ok, "the creator was refused: {err}\n{}", node.log());
-    assert!(plain(&node.log()).contains("client=198.51.100.9:6000"));
+    assert!(strip_ansi(&node.log()).contains("client=198.51.100.9:6000"));
 
     // A header from an address that is not a balancer is refused.
     let impostor = balancer(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::media::{
     ffprobe, generate, luma_stats, mean_abs_diff, metadata_beyond_pixels, picture_size, rgb_samples,
 };
-use common::{Node, fixture};
+use common::{Node, fixture, strip_ansi};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -524,24 +524,6 @@ async fn stills_and_renditions_come_from_one_job() {
         log.contains("stills from the transcode's decode tapped=14 missed=0"),
         "{log}"
     );
-}
-
-/// The node's log without terminal colours.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -480,6 +480,24 @@ fn s3s_fs_binary() -> PathBuf {
     );
 }
 
+/// The node's log without terminal colours.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The database a node started on `data_dir` runs on: its SQLite file, or
 /// with `TEST_NODE_DB=postgres` (scripts/test's second pass, inside
 /// `pg_virtualenv`, which sets `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`) a

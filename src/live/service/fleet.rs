@@ -163,32 +163,13 @@ impl LiveService {
     }
 
     /// Another node took the stream over: this node's publisher (if any) is
-    /// dropped and its relays stop without writing a playlist again.
+    /// dropped and, the fence being lost, its relays stop without spooling,
+    /// storing or writing a playlist again (see [`LiveService::wind_down`]).
     pub(super) fn abandon(&self, active: &Arc<Active>) {
         active.fence.lose();
         self.metrics.leases_lost.inc();
         warn!(stream_id = %active.id, "another node took the stream over; stopping here");
-        active.ended.store(true, Ordering::Release);
-        active
-            .kick
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cancel();
-        active.relay.end();
-        if let Some(ladder) = &active.ladder {
-            ladder.end();
-        }
-        let me = self.me.clone();
-        let active = active.clone();
-        tokio::spawn(async move {
-            active.relay.join(Duration::MAX).await;
-            if let Some(ladder) = &active.ladder {
-                ladder.join(Duration::MAX).await;
-            }
-            if let Some(service) = me.upgrade() {
-                service.forget(&active);
-            }
-        });
+        self.wind_down(active);
     }
 
     /// Sweeps for orphans every half lease until `stop`.
