@@ -64,6 +64,9 @@ CREATE TABLE live_pins (
     r#"
 ALTER TABLE live_streams ADD COLUMN lease_expires_at BIGINT,
     ADD COLUMN publishing BOOLEAN NOT NULL DEFAULT FALSE;
+-- Every node's orphan sweep reads only the streams that are not done.
+CREATE INDEX live_streams_unfinished ON live_streams (lease_expires_at)
+    WHERE NOT replay_written AND state != 'idle';
 "#,
 ];
 

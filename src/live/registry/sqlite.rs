@@ -82,6 +82,9 @@ ALTER TABLE live_segments_by_rendition RENAME TO live_segments;
     r#"
 ALTER TABLE live_streams ADD COLUMN lease_expires_at BIGINT;
 ALTER TABLE live_streams ADD COLUMN publishing INTEGER NOT NULL DEFAULT 0;
+-- Every node's orphan sweep reads only the streams that are not done.
+CREATE INDEX live_streams_unfinished ON live_streams (lease_expires_at)
+    WHERE replay_written = 0 AND state != 'idle';
 "#,
 ];
 
