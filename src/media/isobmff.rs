@@ -26,7 +26,7 @@ const MAX_MOOV_BYTES: u64 = 64 * 1024 * 1024;
 pub type MatrixSigns = (i8, i8, i8, i8);
 
 /// What the boxes say about the first video track.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VideoTrack {
     /// `tkhd` width and height (whole pixels of the 16.16 values).
     pub presentation_size: Option<(u32, u32)>,
@@ -41,6 +41,18 @@ pub struct VideoTrack {
     pub edit_list: bool,
     /// The largest chunk offset of `stco`/`co64`: where the last samples start.
     pub last_chunk_offset: Option<u64>,
+    /// Samples in the `moov`'s tables (`stts`), and how long they last
+    /// (`mdhd`), in seconds.
+    pub frames: Option<u64>,
+    pub media_duration_s: Option<f64>,
+    /// GStreamer 1.22's qtdemux skips this track: in a file without fragments,
+    /// a track under 20 % of the movie's duration is taken for a preview
+    /// picture (see [`qtdemux_skips`]).
+    pub skipped_by_demuxer: bool,
+    /// The `moov` holds samples and fragments (`mvex`) follow: qtdemux in pull
+    /// mode starts the tracks where the fragments start, so the node makes it
+    /// read in push mode (see `super::source`).
+    pub samples_then_fragments: bool,
 }
 
 struct BoxHeader {
@@ -225,19 +237,65 @@ fn be_u32(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// What the movie header and `mvex` say about the whole movie.
+struct Movie {
+    /// `mvhd`'s timescale and duration.
+    timing: Option<(u32, u64)>,
+    fragmented: bool,
+}
+
 /// The first `trak` of `moov` (its body) whose handler is `vide`.
 fn first_video_track(moov: &[u8]) -> Option<VideoTrack> {
+    let movie = Movie {
+        timing: child(moov, b"mvhd").and_then(timescale_and_duration),
+        fragmented: child(moov, b"mvex").is_some(),
+    };
     children(moov)
         .filter(|(k, _)| k == b"trak")
         .find_map(|(_, trak)| {
             let mdia = child(trak, b"mdia")?;
             // hdlr: version+flags (4), pre_defined (4), handler_type (4).
             let handler = child(mdia, b"hdlr")?.get(8..12)?;
-            (handler == b"vide").then(|| video_track(trak, mdia))
+            (handler == b"vide").then(|| video_track(trak, mdia, &movie))
         })
 }
 
-fn video_track(trak: &[u8], mdia: &[u8]) -> VideoTrack {
+/// qtdemux's test for a preview picture: the track's duration is under 20 %
+/// of the movie's, in integers as it computes it. Both are `(timescale,
+/// duration)`.
+pub fn qtdemux_skips(movie: (u32, u64), track: (u32, u64)) -> bool {
+    let movie_in_track_units = u128::from(track.0) * u128::from(movie.1);
+    let track_in_movie_units = u128::from(movie.0) * u128::from(track.1);
+    movie_in_track_units != 0 && track_in_movie_units * 10 / movie_in_track_units < 2
+}
+
+/// `mvhd` and `mdhd` alike: version and flags (4), then creation and
+/// modification times (4 or 8 each), the timescale (4) and the duration (4 or
+/// 8).
+fn timescale_and_duration(full_box: &[u8]) -> Option<(u32, u64)> {
+    if full_box.first() == Some(&1) {
+        let scale = be_u32(full_box, 20)?;
+        let duration = u64::from_be_bytes(full_box.get(24..32)?.try_into().ok()?);
+        Some((scale, duration))
+    } else {
+        Some((be_u32(full_box, 12)?, u64::from(be_u32(full_box, 16)?)))
+    }
+}
+
+/// The number of samples `stts` lists: version and flags (4), entry count
+/// (4), then (sample count, sample delta) pairs.
+fn sample_count(stts: &[u8]) -> Option<u64> {
+    let entries = be_u32(stts, 4)? as usize;
+    Some(
+        stts.get(8..)?
+            .chunks_exact(8)
+            .take(entries)
+            .map(|e| u64::from(u32::from_be_bytes([e[0], e[1], e[2], e[3]])))
+            .sum(),
+    )
+}
+
+fn video_track(trak: &[u8], mdia: &[u8], movie: &Movie) -> VideoTrack {
     let mut track = VideoTrack {
         edit_list: child(trak, b"edts").is_some_and(|edts| child(edts, b"elst").is_some()),
         ..VideoTrack::default()
@@ -247,6 +305,19 @@ fn video_track(trak: &[u8], mdia: &[u8]) -> VideoTrack {
     }
     let stbl = child(mdia, b"minf").and_then(|minf| child(minf, b"stbl"));
     track.last_chunk_offset = stbl.and_then(last_chunk_offset);
+    track.frames = stbl
+        .and_then(|stbl| child(stbl, b"stts"))
+        .and_then(sample_count);
+    let media = child(mdia, b"mdhd").and_then(timescale_and_duration);
+    track.media_duration_s = media.map(|(scale, d)| d as f64 / f64::from(scale.max(1)));
+    track.skipped_by_demuxer = !movie.fragmented
+        && movie
+            .timing
+            .zip(media)
+            .is_some_and(|(m, t)| qtdemux_skips(m, t));
+    track.samples_then_fragments = movie.fragmented
+        && track.frames.is_some_and(|n| n > 0)
+        && track.last_chunk_offset.is_some();
     let entry = stbl
         .and_then(|stbl| child(stbl, b"stsd"))
         // stsd: version+flags (4), entry_count (4), then the entries as boxes.
@@ -449,6 +520,34 @@ mod tests {
         data.extend_from_slice(&[0, 0, 0, 16, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0]);
         std::fs::write(&path, &data).unwrap();
         assert!(inspect(&path, data.len() as u64).is_err());
+    }
+
+    #[test]
+    fn a_track_under_a_fifth_of_the_movie_is_what_qtdemux_skips() {
+        // The VobSub sample: 784/16000 s of video in a 1240/1000 s movie.
+        assert!(qtdemux_skips((1000, 1240), (16000, 784)));
+        assert!(!qtdemux_skips((1000, 1240), (16000, 4000)));
+        assert!(!qtdemux_skips((1000, 0), (16000, 784)));
+    }
+
+    #[test]
+    fn reads_header_times_and_sample_counts() {
+        let mut v0 = vec![0u8; 12];
+        v0.extend(600u32.to_be_bytes());
+        v0.extend(1200u32.to_be_bytes());
+        assert_eq!(timescale_and_duration(&v0), Some((600, 1200)));
+        let mut v1 = vec![1u8, 0, 0, 0];
+        v1.extend([0u8; 16]);
+        v1.extend(90_000u32.to_be_bytes());
+        v1.extend((1u64 << 40).to_be_bytes());
+        assert_eq!(timescale_and_duration(&v1), Some((90_000, 1 << 40)));
+        let mut stts = vec![0u8; 4];
+        stts.extend(2u32.to_be_bytes());
+        for (count, delta) in [(29u32, 512u32), (1, 300)] {
+            stts.extend(count.to_be_bytes());
+            stts.extend(delta.to_be_bytes());
+        }
+        assert_eq!(sample_count(&stts), Some(30));
     }
 
     #[test]

@@ -217,10 +217,6 @@ fn fakesink() -> Option<gst::Element> {
 pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaError> {
     super::init()?;
     let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("filesrc")
-        .property("location", path.to_string_lossy().to_string())
-        .build()
-        .map_err(internal)?;
     let parse = gst::ElementFactory::make("parsebin")
         .build()
         .map_err(internal)?;
@@ -231,9 +227,9 @@ pub fn read(path: &std::path::Path, timeout: Duration) -> Result<Packets, MediaE
         .build();
     sink.set_property("async", false);
     pipeline
-        .add_many([&src, &parse, sink.upcast_ref()])
+        .add_many([&parse, sink.upcast_ref()])
         .map_err(internal)?;
-    src.link(&parse).map_err(internal)?;
+    super::source::add(&pipeline, path, &parse)?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     if let Some(bin) = parse.downcast_ref::<gst::Bin>() {
@@ -324,16 +320,30 @@ impl Video {
     }
 }
 
-/// Records the frames that pass the demuxer's video `pad`.
+/// Records the frames that pass the demuxer's video `pad`, against the
+/// segment as it goes downstream (`super::source` may replace the demuxer's;
+/// the pad's sticky event stays the demuxer's own).
 fn watch_video(pad: &gst::Pad, seen: Arc<Mutex<Seen>>) {
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let segment = pad
-            .sticky_event::<gst::event::Segment>(0)
-            .and_then(|e| e.segment().clone().downcast::<gst::ClockTime>().ok());
-        if let (Some(buffer), Some(segment)) = (info.buffer(), segment)
-            && let Ok(mut s) = seen.lock()
-        {
-            s.demuxed.record(&segment, buffer);
+    let segment = Mutex::new(None::<gst::FormattedSegment<gst::ClockTime>>);
+    let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM;
+    pad.add_probe(kinds, move |_, info| {
+        let Ok(mut segment) = segment.lock() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match &info.data {
+            Some(gst::PadProbeData::Event(event)) => {
+                if let gst::EventView::Segment(s) = event.view() {
+                    *segment = s.segment().clone().downcast::<gst::ClockTime>().ok();
+                }
+            }
+            Some(gst::PadProbeData::Buffer(buffer)) => {
+                if let Some(segment) = segment.as_ref()
+                    && let Ok(mut s) = seen.lock()
+                {
+                    s.demuxed.record(segment, buffer);
+                }
+            }
+            _ => {}
         }
         gst::PadProbeReturn::Ok
     });

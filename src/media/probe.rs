@@ -91,6 +91,44 @@ pub struct Probe {
     /// Overall bit rate in bits per second (size and duration).
     pub bitrate: Option<u64>,
     pub streams: Vec<StreamProbe>,
+    /// A video track the file has but GStreamer does not read: qtdemux takes a
+    /// track under 20 % of the movie's duration for a preview picture and
+    /// skips it. Reported so that a refusal can say what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_video: Option<UnreadVideo>,
+}
+
+/// A video track the demuxer skips, as the MP4 sample tables describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnreadVideo {
+    /// The sample entry's code (`avc1`, `hvc1`, ...).
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frames: u64,
+    pub duration_s: f64,
+    /// Frames over the track's duration.
+    pub fps: f64,
+}
+
+impl UnreadVideo {
+    fn of(track: &VideoTrack) -> Option<UnreadVideo> {
+        if !track.skipped_by_demuxer {
+            return None;
+        }
+        let (frames, duration_s) = (track.frames?, track.media_duration_s?);
+        if duration_s <= 0.0 {
+            return None;
+        }
+        Some(UnreadVideo {
+            codec: track.sample_entry.clone(),
+            width: track.coded_size.map(|s| s.0),
+            height: track.coded_size.map(|s| s.1),
+            frames,
+            duration_s: round3(duration_s),
+            fps: round3(frames as f64 / duration_s),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -490,6 +528,10 @@ fn build_probe(
         video_codec: first_video.and_then(|v| v.codec.clone()),
         audio_codec: first_audio.and_then(|a| a.codec.clone()),
         bitrate: (duration_s > 0.0).then(|| (size_bytes as f64 * 8.0 / duration_s) as u64),
+        unread_video: first_video
+            .is_none()
+            .then(|| facts.track.as_ref().and_then(UnreadVideo::of))
+            .flatten(),
         streams,
     })
 }

@@ -87,10 +87,6 @@ impl FrameGrabber {
     ) -> Result<FrameGrabber, MediaError> {
         crate::media::init()?;
         let pipeline = gst::Pipeline::new();
-        let src = gst::ElementFactory::make("filesrc")
-            .property("location", path.to_string_lossy().to_string())
-            .build()
-            .map_err(internal)?;
         let decode = gst::ElementFactory::make("decodebin")
             .build()
             .map_err(internal)?;
@@ -119,9 +115,9 @@ impl FrameGrabber {
             .enable_last_sample(false)
             .build();
         pipeline
-            .add_many([&src, &decode, &convert, &caps, &flip, sink.upcast_ref()])
+            .add_many([&decode, &convert, &caps, &flip, sink.upcast_ref()])
             .map_err(internal)?;
-        src.link(&decode).map_err(internal)?;
+        crate::media::source::add(&pipeline, path, &decode)?;
         gst::Element::link_many([&convert, &caps, &flip, sink.upcast_ref()]).map_err(internal)?;
 
         // Non-reference H.264 pictures away from the wanted times are dropped

@@ -79,6 +79,16 @@ pub async fn run(
             .await
             .unwrap_or(false)
     };
+    // An MPEG-TS upload whose clock GStreamer would misread is read from a
+    // repaired copy in the work dir (see `media::mpegts`).
+    let input = if photo {
+        input
+    } else {
+        let dir = ctx.work_dir.clone();
+        tokio::task::spawn_blocking(move || media::mpegts::readable_copy(&input, &dir))
+            .await
+            .map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))??
+    };
     let mut result = Map::new();
     let mut outputs: Vec<Value> = Vec::new();
     let mut files: Vec<ProducedFile> = Vec::new();
@@ -372,6 +382,18 @@ fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
                 ),
             ));
         }
+    }
+    if let Some(unread) = &probe.unread_video
+        && unread.fps > limits.max_fps
+    {
+        // GStreamer skips the track; were it read, the limit would refuse it.
+        return Err(RunError::permanent(
+            ErrorCode::FrameRateTooHigh,
+            format!(
+                "the video track runs at {} fps ({} frames in {} s); the limit is {} fps",
+                unread.fps, unread.frames, unread.duration_s, limits.max_fps
+            ),
+        ));
     }
     if let Some(fps) = probe.fps
         && fps > limits.max_fps

@@ -219,15 +219,9 @@ fn build(input: &Path, plan: &Plan, out_dir: &Path, hooks: Hooks) -> Result<Buil
         bt709,
     } = hooks;
     let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("filesrc")
-        .property("location", input.to_string_lossy().to_string())
-        .build()
-        .map_err(|_| MediaError::Internal("filesrc is missing".into()))?;
     let decode = make("decodebin")?;
-    pipeline
-        .add_many([&src, &decode])
-        .map_err(link_err("source"))?;
-    src.link(&decode).map_err(link_err("source"))?;
+    pipeline.add(&decode).map_err(link_err("source"))?;
+    crate::media::source::add(&pipeline, input, &decode)?;
 
     // Video: one constant-rate, upright, 8-bit stream, teed to every rung.
     let v = &plan.video;

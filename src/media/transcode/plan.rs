@@ -397,6 +397,7 @@ mod tests {
             audio_codec: audio.then(|| "aac".into()),
             bitrate: None,
             streams,
+            unread_video: None,
         }
     }
 
