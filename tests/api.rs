@@ -509,6 +509,118 @@ async fn media_serves_published_objects_only_with_ranges() {
     assert_eq!(res.bytes().await.unwrap().as_ref(), &playlist[8..16]);
 }
 
+/// Publishes a small playlist the way jobs do, for the `/media` tests.
+async fn publish_playlist(node: &Node) -> Vec<u8> {
+    use media_node::store::{ObjectKey, PutOptions, Store, fs::FsStore};
+    let store = FsStore::open(&node.data_dir).await.unwrap();
+    let key = ObjectKey::parse("out/p1/master.m3u8").unwrap();
+    let playlist = b"#EXTM3U\n#EXT-X-VERSION:3\n".repeat(10);
+    store
+        .put_bytes(&key, playlist.clone().into(), &PutOptions::public_for(&key))
+        .await
+        .unwrap();
+    playlist
+}
+
+fn header_list(res: &reqwest::Response, name: &str) -> Vec<String> {
+    res.headers()
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn media_answers_players_on_any_origin_by_default() {
+    let node = Node::start().await;
+    let playlist = publish_playlist(&node).await;
+    let page = "https://shop.example";
+
+    // The preflight of a cross-origin Range request.
+    let res = node
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            node.url("/media/out/p1/master.m3u8"),
+        )
+        .header("origin", page)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert!(header_list(&res, "access-control-allow-methods").contains(&"get".into()));
+    assert!(header_list(&res, "access-control-allow-headers").contains(&"range".into()));
+    assert!(res.headers().contains_key("access-control-max-age"));
+
+    let res = node
+        .client
+        .get(node.url("/media/out/p1/master.m3u8"))
+        .header("origin", page)
+        .header("range", "bytes=0-6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let exposed = header_list(&res, "access-control-expose-headers");
+    for name in ["content-length", "content-range", "accept-ranges"] {
+        assert!(exposed.contains(&name.to_string()), "{exposed:?}");
+    }
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &playlist[..7]);
+
+    // Errors too, so that a player can read why it failed.
+    let res = node
+        .client
+        .get(node.url("/media/out/p1/missing.ts"))
+        .header("origin", page)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(problem(res).await.1["code"], "object_not_found");
+}
+
+#[tokio::test]
+async fn media_answers_only_the_configured_origins() {
+    let node = Node::builder()
+        .env(
+            "MEDIA_NODE_MEDIA_CORS_ORIGINS",
+            "https://shop.example, http://localhost:3000",
+        )
+        .start()
+        .await;
+    publish_playlist(&node).await;
+    let get = |origin: &'static str| {
+        node.client
+            .get(node.url("/media/out/p1/master.m3u8"))
+            .header("origin", origin)
+            .send()
+    };
+    let res = get("https://shop.example").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    // Caches keep one answer per origin.
+    assert!(header_list(&res, "vary").contains(&"origin".into()));
+    let res = get("http://localhost:3000").await.unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    // Another origin's page gets the bytes (the object is public) but no CORS
+    // header, so its scripts cannot read them.
+    let res = get("https://elsewhere.example").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+    assert!(header_list(&res, "vary").contains(&"origin".into()));
+}
+
 #[tokio::test]
 async fn canceling_a_finished_job_is_refused() {
     let node = Node::start().await;

@@ -52,6 +52,7 @@ fn invalid_settings_are_named() {
         ("MEDIA_NODE_STORE", "ftp"),
         ("MEDIA_NODE_JOBS_LEASE_MS", "soon"),
         ("MEDIA_NODE_S3_PATH_STYLE", "maybe"),
+        ("MEDIA_NODE_MEDIA_CORS_ORIGINS", "https://shop.example/page"),
     ] {
         let out = media_node().arg("config").env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");

@@ -90,7 +90,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/media/{*key}", get(media::get))
+        .route(
+            "/media/{*key}",
+            // The CORS layer answers preflights itself; an `OPTIONS` that is
+            // not one is refused as before.
+            get(media::get)
+                .options(|| async { ApiError::MethodNotAllowed })
+                .layer(media::cors(&state.config.media.cors_origins)),
+        )
         .route("/openapi.json", get(openapi::serve))
         .route("/", get(dashboard::page))
         .fallback(|| async { ApiError::RouteNotFound })

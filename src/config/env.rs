@@ -18,6 +18,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("webhooks_", "webhooks"),
     ("log_", "log"),
     ("live_", "live"),
+    ("media_", "media"),
 ];
 
 /// Variables read by the CLI itself rather than by the settings.
@@ -68,6 +69,7 @@ mod tests {
             ("rtmp_listen", "rtmp_listen"),
             ("srt_listen", "srt_listen"),
             ("live_spool_max_bytes", "live.spool_max_bytes"),
+            ("media_cors_origins", "media.cors_origins"),
         ] {
             assert_eq!(setting_for(var), setting);
             assert_eq!(

@@ -6,6 +6,7 @@
 //! The full reference with every environment variable lives in `docs/configuration.md`.
 
 mod env;
+pub mod media;
 pub mod secret;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use media::{CorsOrigins, MediaConfig};
 pub use secret::{Secret, Secrets};
 
 /// Where the job store lives when `db.url` is not set: a SQLite file in the data dir.
@@ -106,6 +108,7 @@ pub struct Config {
     /// MPEG-TS). Local only by default, like the API.
     pub srt_listen: SocketAddr,
     pub live: LiveConfig,
+    pub media: MediaConfig,
     pub s3: S3Config,
     pub db: DbConfig,
     pub jobs: JobsConfig,
@@ -128,6 +131,7 @@ impl Default for Config {
             rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
             srt_listen: SocketAddr::from(([127, 0, 0, 1], 8890)),
             live: LiveConfig::default(),
+            media: MediaConfig::default(),
             s3: S3Config::default(),
             db: DbConfig::default(),
             jobs: JobsConfig::default(),
