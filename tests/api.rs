@@ -448,8 +448,6 @@ async fn concurrent_retries_with_one_idempotency_key_create_one_job() {
 
 #[tokio::test]
 async fn media_serves_published_objects_only_with_ranges() {
-    use media_node::store::{ObjectKey, PutOptions, Store, fs::FsStore};
-
     let node = Node::start().await;
     // An upload is private: never served, and indistinguishable from a missing key.
     node.upload("uploads/raw.mp4", b"raw upload with GPS".to_vec())
@@ -472,13 +470,7 @@ async fn media_serves_published_objects_only_with_ranges() {
     assert_eq!(problem(res).await.1["code"], "object_not_found");
 
     // What the node publishes (written by the same store code the jobs use).
-    let store = FsStore::open(&node.data_dir).await.unwrap();
-    let key = ObjectKey::parse("out/p1/master.m3u8").unwrap();
-    let playlist = b"#EXTM3U\n#EXT-X-VERSION:3\n".repeat(10);
-    store
-        .put_bytes(&key, playlist.clone().into(), &PutOptions::public_for(&key))
-        .await
-        .unwrap();
+    let playlist = publish_playlist(&node).await;
 
     let res = node
         .client

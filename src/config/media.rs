@@ -32,17 +32,7 @@ impl Serialize for CorsOrigins {
 
 impl<'de> Deserialize<'de> for CorsOrigins {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            List(Vec<String>),
-            Joined(String),
-        }
-        let items = match Form::deserialize(d)? {
-            Form::List(list) => list,
-            Form::Joined(text) => text.split(',').map(str::to_string).collect(),
-        };
-        CorsOrigins::parse(&items).map_err(serde::de::Error::custom)
+        CorsOrigins::parse(&super::list_or_joined(d)?).map_err(serde::de::Error::custom)
     }
 }
 

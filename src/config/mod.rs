@@ -297,18 +297,26 @@ impl Serialize for NetList {
     }
 }
 
+/// A list setting: a TOML array, or one comma-separated string (how it comes
+/// from an environment variable).
+pub(crate) fn list_or_joined<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Joined(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(list) => list,
+        Form::Joined(text) => text.split(',').map(str::to_string).collect(),
+    })
+}
+
 impl<'de> Deserialize<'de> for NetList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            List(Vec<String>),
-            Joined(String),
-        }
-        let items = match Form::deserialize(d)? {
-            Form::List(list) => list,
-            Form::Joined(text) => text.split(',').map(str::to_string).collect(),
-        };
+        let items = list_or_joined(d)?;
         let mut nets = Vec::new();
         for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
             let net = match item.parse::<ipnet::IpNet>() {
