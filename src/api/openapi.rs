@@ -2,7 +2,9 @@
 //! (`utoipa`), served at `/openapi.json`.
 
 use axum::Json;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error::Problem;
@@ -62,7 +64,7 @@ use crate::validation::FieldError;
         NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo, PinSpec, RenditionView,
         PinView, PinList
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "jobs", description = "Enqueue and follow media jobs"),
         (name = "objects", description = "Upload inputs"),
@@ -81,6 +83,66 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The answers every route of a kind can give, documented once here rather
+/// than on each handler: 401 on every `/v1` route (the bearer check runs
+/// before the handler), and 400, 413 and 415 on every JSON body (malformed,
+/// over `limits.max_json_bytes`, not `application/json`).
+struct CommonErrors;
+
+impl CommonErrors {
+    const V1: &[(&str, &str)] = &[("401", "No or wrong bearer token")];
+    const JSON_BODY: &[(&str, &str)] = &[
+        ("400", "Invalid JSON"),
+        ("413", "JSON body over `limits.max_json_bytes`"),
+        ("415", "Body not `application/json`"),
+    ];
+
+    fn add(operation: &mut Operation, answers: &[(&str, &str)]) {
+        for (status, description) in answers {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            operation
+                .responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(*description)
+                        .content("application/json", problem)
+                        .build()
+                        .into()
+                });
+        }
+    }
+}
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if path.starts_with("/v1/") {
+                    Self::add(operation, Self::V1);
+                }
+                let json_body = operation
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json_body {
+                    Self::add(operation, Self::JSON_BODY);
+                }
+            }
+        }
     }
 }
 
@@ -113,6 +175,24 @@ mod tests {
             assert!(paths.contains_key(p), "{p} missing");
         }
         assert!(doc["components"]["schemas"]["JobSpec"].is_object());
+    }
+
+    #[test]
+    fn every_v1_route_documents_401_and_every_json_body_415() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                if path.starts_with("/v1/") {
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                }
+                if op["requestBody"]["content"]["application/json"].is_object() {
+                    for status in ["400", "413", "415"] {
+                        assert!(responses.contains_key(status), "{status}: {method} {path}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
