@@ -158,10 +158,15 @@ mod tests {
         let p = LiveProfile::parse(include_str!("../../pipelines/live/default.toml"), "default")
             .unwrap();
         assert_eq!(p.segment_ticks(), 180_000);
-        assert_eq!(p.max_segment_ticks(), Some(270_000));
+        // Keyframes only: players cannot start on a segment without one.
+        assert_eq!(p.max_segment_ticks(), None);
         assert_eq!(p.target_s(), 2);
         assert_eq!(p.window, 6);
         assert!(p.poster_interval().is_some());
+        let text = include_str!("../../pipelines/live/default.toml")
+            .replace("max_segment_s = 0.0", "max_segment_s = 3.0");
+        let forced = LiveProfile::parse(&text, "forced").unwrap();
+        assert_eq!(forced.max_segment_ticks(), Some(270_000));
     }
 
     #[test]
@@ -189,7 +194,7 @@ mod tests {
         for (from, to) in [
             ("segment_s = 2.0", "segment_s = 0.1"),
             ("window = 6", "window = 2"),
-            ("max_segment_s = 3.0", "max_segment_s = 1.0"),
+            ("max_segment_s = 0.0", "max_segment_s = 1.0"),
             ("idle_timeout_s = 10.0", "idle_timeout_s = 0.0"),
             ("poster_width = 640", "poster_width = 8"),
         ] {
