@@ -76,6 +76,33 @@ pub fn publish_as(url: &str, seconds: u32, format: &str) -> Child {
         .expect("start ffmpeg")
 }
 
+/// ffmpeg publishing the test clip (looped) for `seconds` over RTMP,
+/// re-encoded with a keyframe every `keyframe_s` seconds, as OBS sends with
+/// its "Keyframe Interval" set (the clip's own keyframes are up to 8 s apart).
+pub fn publish_with_keyframes(url: &str, seconds: u32, keyframe_s: u32) -> Child {
+    let gop = (keyframe_s * 30).to_string();
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(fixture(CLIP))
+        .args(["-t", &seconds.to_string(), "-r", "30"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"])
+        .args(["-c:a", "copy", "-f", "flv"])
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
 pub fn publish(url: &str, seconds: u32) -> Child {
     publish_as(url, seconds, "flv")
 }

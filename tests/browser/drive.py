@@ -1,0 +1,138 @@
+"""Drives Debian's Chromium with playwright for the browser tests (tests/browser.rs).
+
+    drive.py '<json>'
+
+The JSON names what to do; the answer, one JSON document on the last line of
+stdout, is what the browser saw. The tests assert on it, so this file only
+observes: it waits (bounded) for a condition and reports, whatever happened.
+
+The pages of this folder (and the players from node_modules) are served from a
+port of their own, so every read of the node is cross-origin, as from a shop's
+page. Chromium is /usr/bin/chromium (TEST_CHROMIUM overrides); playwright never
+downloads a browser here.
+"""
+
+import functools
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+
+from playwright.sync_api import sync_playwright
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve_pages():
+    """This folder over HTTP on a free port of 127.0.0.1: the other origin."""
+    handler = functools.partial(QuietHandler, directory=HERE)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def page_url(origin, page, **query):
+    query = {k: v for k, v in query.items() if v is not None}
+    return f"{origin}/pages/{page}?{urllib.parse.urlencode(query)}"
+
+
+def new_page(browser, log):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("console", lambda m: log.append(f"console.{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    page.on(
+        "requestfailed",
+        lambda r: log.append(f"requestfailed: {r.url} {r.failure}"),
+    )
+    return page
+
+
+# What "played" means: enough media time, or the end, or a fatal error.
+DONE = """
+([min, ended]) => {
+  const r = window.report;
+  return r.errors.length > 0 || (ended ? r.ended : r.played >= min);
+}
+"""
+
+
+def play(browser, origin, spec):
+    """Plays one source; reports what `window.report` holds at the end."""
+    log = []
+    page = new_page(browser, log)
+    started = time.monotonic()
+    page.goto(page_url(origin, "play.html", engine=spec["engine"], src=spec["src"], vtt=spec.get("vtt"), debug=spec.get("debug")))
+    timed_out = False
+    try:
+        page.wait_for_function(
+            DONE,
+            arg=[spec.get("min_time", 3.0), spec.get("until_ended", False)],
+            timeout=spec.get("timeout_s", 60) * 1000,
+            polling=100,
+        )
+    except Exception:  # playwright's TimeoutError: report what was seen
+        timed_out = True
+    report = page.evaluate("window.report")
+    report["timed_out"] = timed_out
+    report["wall_s"] = round(time.monotonic() - started, 3)
+    report["log"] = log[-400:]
+    page.close()
+    return report
+
+
+def fetch_range(browser, origin, url):
+    """A cross-origin `Range` read by a page's script, as players make."""
+    page = new_page(browser, [])
+    page.goto(page_url(origin, "play.html", engine="none"))
+    answer = page.evaluate(
+        """async (url) => {
+          try {
+            // If-None-Match is not a safelisted header: the read needs a
+            // preflight, as a player revalidating a range does.
+            const res = await fetch(url, {headers: {Range: "bytes=0-99", "If-None-Match": '"stale"'}});
+            const body = await res.arrayBuffer();
+            return {status: res.status, bytes: body.byteLength,
+                    contentRange: res.headers.get("Content-Range"),
+                    acceptRanges: res.headers.get("Accept-Ranges"),
+                    contentLength: res.headers.get("Content-Length")};
+          } catch (e) {
+            return {error: String(e)};
+          }
+        }""",
+        url,
+    )
+    page.close()
+    answer["url"] = url
+    return answer
+
+
+def main():
+    job = json.loads(sys.argv[1])
+    server, origin = serve_pages()
+    out = {"origin": origin, "plays": [], "ranges": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--autoplay-policy=no-user-gesture-required"],
+        )
+        out["browser"] = browser.version
+        for spec in job.get("plays", []):
+            out["plays"].append(play(browser, origin, spec))
+        for url in job.get("ranges", []):
+            out["ranges"].append(fetch_range(browser, origin, url))
+        browser.close()
+    server.shutdown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
