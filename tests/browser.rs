@@ -62,15 +62,21 @@ async fn drive(job: Value) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("drive.py answered {e}: {stdout}"))
 }
 
+/// Where the browser tests leave screenshots and timings for people to look
+/// at: `target/tmp/browser/`.
+fn artifact(name: &str) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).display().to_string()
+}
+
 /// Appends a line to the timings log (and prints it).
 fn log_timing(line: &str) {
     println!("browser: {line}");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&dir).unwrap();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("timings.txt"))
+        .open(artifact("timings.txt"))
         .unwrap();
     writeln!(file, "{line}").unwrap();
 }
@@ -390,4 +396,201 @@ async fn wait_segments(node: &Node, url: &str, n: usize) {
         },
     )
     .await
+}
+
+/// `[x, y, w, h]` of a box the page reported.
+fn rect4(v: &Value) -> [f64; 4] {
+    let a = v.as_array().unwrap();
+    [0, 1, 2, 3].map(|i| a[i].as_f64().unwrap())
+}
+
+/// Where the reference player must lay a tag's hotspot: its normalised
+/// rectangle on the picture, which `object-fit: contain` centres in the
+/// `<video>` element's box.
+fn expected_box(state: &Value, rect: &Value) -> [f64; 4] {
+    let [vx, vy, vw, vh] = rect4(&state["video"]);
+    let (w, h) = (
+        state["width"].as_f64().unwrap(),
+        state["height"].as_f64().unwrap(),
+    );
+    let scale = (vw / w).min(vh / h);
+    let (pw, ph) = (w * scale, h * scale);
+    let (px, py) = (vx + (vw - pw) / 2.0, vy + (vh - ph) / 2.0);
+    let r = |k: &str| rect[k].as_f64().unwrap();
+    [px + r("x") * pw, py + r("y") * ph, r("w") * pw, r("h") * ph]
+}
+
+/// The reference player, served by the node, lays a link over each burned-in
+/// card exactly where and while the sidecar says, none outside the windows,
+/// and tapping one leads to its product.
+#[tokio::test]
+async fn the_reference_player_links_each_card_during_its_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = common::media::test_clip(tmp.path(), "clip.mp4", "640x360", 8);
+    let node = Node::start().await;
+    node.upload("in/clip.mp4", std::fs::read(&clip).unwrap())
+        .await;
+    let id = node
+        .submit(&json!({
+            "input": {"key": "in/clip.mp4"},
+            "output_prefix": "shop",
+            "renditions": {"formats": ["hls"]},
+            "tags": [
+                tag("blender", true, (1.0, 3.5), (0.05, 0.6)),
+                tag("mug", false, (4.0, 6.5), (0.55, 0.1)),
+            ],
+        }))
+        .await;
+    let job = node.wait_done(&id, JOB_LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let key = |kind: &str| outputs(&job, kind)[0]["key"].as_str().unwrap().to_string();
+    let sidecar: Value = node
+        .get(&format!("/media/{}", key("tags_json")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let placed = sidecar["tags"].as_array().unwrap().clone();
+    let url = node.url(&format!(
+        "/player?src=/media/{}&tags=/media/{}",
+        key("hls"),
+        key("tags_json")
+    ));
+    let seen = drive(json!({"player_vod": {
+        "url": url, "until": 7.0, "click": "blender", "click_at": 2.0,
+        "screenshot": artifact("player-vod.png"),
+    }}))
+    .await;
+    let vod = &seen["player_vod"];
+    let samples = vod["samples"].as_array().unwrap();
+    let (mut inside, mut outside) = (0, 0);
+    for s in samples.iter().filter(|s| s["t"].as_f64().unwrap() > 0.0) {
+        let t = s["t"].as_f64().unwrap();
+        let spots = s["spots"].as_array().unwrap();
+        for tag in &placed {
+            let (start, end) = (tag["start"].as_f64().unwrap(), tag["end"].as_f64().unwrap());
+            let spot = spots.iter().find(|p| p["id"] == tag["id"]);
+            // 0.1 s either side of a boundary: a sample and the player's
+            // last frame may straddle it.
+            if (start + 0.1..end - 0.1).contains(&t) {
+                let spot = spot.unwrap_or_else(|| panic!("no hotspot for {tag} at {t}: {s}"));
+                let want = expected_box(s, &tag["rect"]);
+                let got = rect4(&spot["box"]);
+                for i in 0..4 {
+                    assert!(
+                        (want[i] - got[i]).abs() < 1.5,
+                        "{tag} at {t}: {got:?} vs {want:?}"
+                    );
+                }
+                inside += 1;
+            } else if !(start - 0.1..end + 0.1).contains(&t) {
+                assert!(
+                    spot.is_none(),
+                    "hotspot {} outside its window at {t}: {s}",
+                    tag["id"]
+                );
+                outside += 1;
+            }
+        }
+    }
+    assert!(
+        inside >= 20 && outside >= 20,
+        "too few samples: {inside} / {outside}: {vod:#}"
+    );
+    let before = &vod["before_click"]["spots"][0];
+    let label = before["label"].as_str().unwrap();
+    assert_eq!(label, "Product blender, $19.99 (Sponsored)", "{before}");
+    let product = format!(
+        "{}/pages/product.html?id=p-blender",
+        seen["origin"].as_str().unwrap()
+    );
+    assert_eq!(vod["href"], product.as_str(), "{vod:#}");
+    assert_eq!(vod["landed"], product.as_str(), "{vod:#}");
+}
+
+/// On a live stream nothing is burned in: the reference player draws a pinned
+/// product's card, with a visible "Sponsored" label for a paid placement, and
+/// takes it away when the pin is removed.
+#[tokio::test]
+async fn the_reference_player_draws_live_pins_with_their_disclosure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipelines = common::live::quick_profile(tmp.path(), 2.0);
+    keyframes_only(&pipelines, "quick");
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", pipelines)
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let playlist = created["playlist_url"].as_str().unwrap().to_string();
+    let mut publisher = publish_with_keyframes(created["rtmp_url"].as_str().unwrap(), 90, 2);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    wait_segments(&node, &playlist, 2).await;
+    let res = node
+        .client
+        .post(node.url(&format!("/v1/live/streams/{id}/pins")))
+        .bearer_auth(common::TOKEN)
+        .json(&json!({
+            "id": "pin-1", "product_id": "p-42", "title": "Blender Pro",
+            "price": {"amount": "49.99", "currency": "USD"}, "sponsored": true,
+            "position": {"x": 0.05, "y": 0.6},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let url = node.url(&format!(
+        "/player?src=/media/{}",
+        created["playlist_key"].as_str().unwrap()
+    ));
+    let seen = drive(json!({"player_live": {
+        "url": url, "pin": "pin-1", "timeout_s": 60,
+        "unpin": node.url(&format!("/v1/live/streams/{id}/pins/pin-1")),
+        "token": common::TOKEN,
+        "screenshot": artifact("player-live.png"),
+    }}))
+    .await;
+    let live = &seen["player_live"];
+    let shown = &live["shown"];
+    assert_eq!(shown["sponsored_visible"], true, "{live:#}");
+    assert_eq!(shown["sponsored_text"], json!(["Sponsored"]), "{live:#}");
+    let card = &shown["state"]["pins"][0];
+    let text = card["text"].as_str().unwrap();
+    assert!(
+        text.contains("Blender Pro") && text.contains("$49.99"),
+        "{card}"
+    );
+    let product = format!(
+        "{}/pages/product.html?id=p-42",
+        seen["origin"].as_str().unwrap()
+    );
+    assert_eq!(card["href"], product.as_str(), "{card}");
+    assert!(live["unpin_status"].as_u64().unwrap() < 300, "{live:#}");
+    assert_eq!(live["state"]["pins"], json!([]), "{live:#}");
+    log_timing(&format!(
+        "reference player: live pin shown {} s after the page opened, gone {} s after its removal",
+        shown["after_s"], live["gone_after_s"]
+    ));
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+}
+
+/// The player's vendored hls.js is the very file of the version the lockfile
+/// pins (the one the browser tests play with).
+#[test]
+fn the_vendored_hls_js_is_the_pinned_package() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pinned = browser_dir().join("node_modules/hls.js/dist/hls.min.js");
+    let pinned = std::fs::read(&pinned).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `npm ci --prefix tests/browser`)",
+            pinned.display()
+        )
+    });
+    let vendored = std::fs::read(root.join("examples/player/vendor/hls.min.js")).unwrap();
+    assert!(
+        pinned == vendored,
+        "examples/player/vendor/hls.min.js differs from the pinned hls.js: copy \
+         tests/browser/node_modules/hls.js/dist/hls.min.js there"
+    );
 }

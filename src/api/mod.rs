@@ -3,7 +3,7 @@
 //! - `/v1/...`: the job, object and live-stream API, bearer-token authenticated;
 //! - `/healthz`, `/readyz`, `/metrics`: for ops, no token;
 //! - `/media/{key}`: published outputs from the filesystem store, no token;
-//! - `/openapi.json` and `/` (the dashboard).
+//! - `/openapi.json`, `/` (the dashboard) and `/player/` (the reference player).
 
 pub mod auth;
 mod dashboard;
@@ -15,6 +15,7 @@ mod live;
 mod media;
 mod objects;
 pub mod openapi;
+mod player;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -99,6 +100,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(media::cors(&state.config.media.cors_origins)),
         )
         .route("/openapi.json", get(openapi::serve))
+        .route("/player", get(player::redirect))
+        .route("/player/", get(player::index))
+        .route("/player/{*file}", get(player::asset))
         .route("/", get(dashboard::page))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 from playwright.sync_api import sync_playwright
 
@@ -115,6 +116,98 @@ def fetch_range(browser, origin, url):
     return answer
 
 
+# The reference player's state, as a buyer sees it: the picture's box and
+# every hotspot and card over it.
+PLAYER_STATE = """
+() => {
+  const v = document.getElementById("video");
+  const box = (el) => { const b = el.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; };
+  return {
+    t: v.currentTime, ended: v.ended, width: v.videoWidth, height: v.videoHeight, video: box(v),
+    spots: [...document.querySelectorAll("#layer a.hotspot")].map((a) => ({
+      id: a.dataset.tagId, href: a.href, label: a.getAttribute("aria-label"), box: box(a)})),
+    pins: [...document.querySelectorAll("#layer a.pin")].map((a) => ({
+      id: a.dataset.pinId, href: a.href, text: a.innerText, box: box(a)})),
+    status: document.getElementById("status").textContent,
+  };
+}
+"""
+
+
+def player_url(origin, spec):
+    """The player's URL with its product links leading to this origin's
+    product page."""
+    product = f"{origin}/pages/product.html?id={{product_id}}"
+    return spec["url"] + "&" + urllib.parse.urlencode({"product_url": product})
+
+
+def player_vod(browser, origin, spec):
+    """Watches a tagged job in the reference player, sampling its hotspots
+    every 100 ms, then taps one card during its window."""
+    log = []
+    page = new_page(browser, log)
+    page.goto(player_url(origin, spec))
+    samples = []
+    deadline = time.monotonic() + spec.get("timeout_s", 60)
+    while time.monotonic() < deadline:
+        state = page.evaluate(PLAYER_STATE)
+        samples.append(state)
+        if state["ended"] or state["t"] >= spec["until"]:
+            break
+        time.sleep(0.1)
+    # Back into the window of the card to tap, paused there, as a buyer would.
+    at = spec["click_at"]
+    page.evaluate("(t) => { const v = document.getElementById('video'); v.pause(); v.currentTime = t; }", at)
+    spot = page.locator(f"#layer a.hotspot[data-tag-id='{spec['click']}']")
+    spot.wait_for(state="visible", timeout=10_000)
+    before_click = page.evaluate(PLAYER_STATE)
+    if spec.get("screenshot"):
+        page.locator("#stage").screenshot(path=spec["screenshot"])
+    href = spot.get_attribute("href")
+    spot.click()
+    page.wait_for_url(href, timeout=10_000)
+    out = {"samples": samples, "before_click": before_click, "href": href, "landed": page.url, "log": log[-40:]}
+    page.close()
+    return out
+
+
+def http_delete(url, token):
+    req = urllib.request.Request(url, method="DELETE", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return res.status
+
+
+def player_live(browser, origin, spec):
+    """Watches a live stream in the reference player until the pinned card
+    shows, removes the pin through the API, and waits for the card to go."""
+    log = []
+    page = new_page(browser, log)
+    page.goto(player_url(origin, spec))
+    card = page.locator(f"#layer a.pin[data-pin-id='{spec['pin']}']")
+    started = time.monotonic()
+    card.wait_for(state="visible", timeout=spec.get("timeout_s", 60) * 1000)
+    if spec.get("screenshot"):
+        page.locator("#stage").screenshot(path=spec["screenshot"])
+    shown = {
+        "after_s": round(time.monotonic() - started, 3),
+        "state": page.evaluate(PLAYER_STATE),
+        "sponsored_visible": card.locator(".sponsored").is_visible(),
+        "sponsored_text": card.locator(".sponsored").all_inner_texts(),
+    }
+    status = http_delete(spec["unpin"], spec["token"])
+    removed_at = time.monotonic()
+    card.wait_for(state="detached", timeout=spec.get("timeout_s", 60) * 1000)
+    out = {
+        "shown": shown,
+        "unpin_status": status,
+        "gone_after_s": round(time.monotonic() - removed_at, 3),
+        "state": page.evaluate(PLAYER_STATE),
+        "log": log[-40:],
+    }
+    page.close()
+    return out
+
+
 def main():
     job = json.loads(sys.argv[1])
     server, origin = serve_pages()
@@ -129,6 +222,10 @@ def main():
             out["plays"].append(play(browser, origin, spec))
         for url in job.get("ranges", []):
             out["ranges"].append(fetch_range(browser, origin, url))
+        if "player_vod" in job:
+            out["player_vod"] = player_vod(browser, origin, job["player_vod"])
+        if "player_live" in job:
+            out["player_live"] = player_live(browser, origin, job["player_live"])
         browser.close()
     server.shutdown()
     print(json.dumps(out))
