@@ -594,3 +594,62 @@ fn the_vendored_hls_js_is_the_pinned_package() {
          tests/browser/node_modules/hls.js/dist/hls.min.js there"
     );
 }
+
+/// The ops dashboard: signed in once, it shows a submitted job going to
+/// `succeeded`, opens it with its poster shown and its renditions playing,
+/// and previews a live stream. Leaves a screenshot in target/tmp/browser/.
+#[tokio::test]
+async fn the_dashboard_follows_a_job_and_previews_a_live_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipelines = common::live::quick_profile(tmp.path(), 2.0);
+    keyframes_only(&pipelines, "quick");
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", pipelines)
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let stream_id = created["id"].as_str().unwrap().to_string();
+    let mut publisher = publish_with_keyframes(created["rtmp_url"].as_str().unwrap(), 90, 2);
+    wait_state(&node, &stream_id, "live", Duration::from_secs(20)).await;
+    wait_segments(&node, created["playlist_url"].as_str().unwrap(), 2).await;
+
+    let clip = common::media::test_clip(tmp.path(), "clip.mp4", "640x360", 6);
+    node.upload("in/clip.mp4", std::fs::read(&clip).unwrap())
+        .await;
+    let job_id = node
+        .submit(&json!({
+            "input": {"key": "in/clip.mp4"},
+            "output_prefix": "dash",
+            "renditions": {"formats": ["mp4", "hls"]},
+            "thumbnails": {"times": ["auto"], "widths": [320], "formats": ["jpeg"]},
+        }))
+        .await;
+    let seen = drive(json!({"dashboard": {
+        "url": node.url("/"), "token": common::TOKEN,
+        "job": job_id, "stream": stream_id,
+        "screenshot": artifact("dashboard.png"),
+    }}))
+    .await;
+    let dash = &seen["dashboard"];
+    let statuses = dash["statuses"].as_array().unwrap();
+    assert_eq!(statuses.last().unwrap(), "succeeded", "{dash:#}");
+    let images = dash["images"].as_array().unwrap();
+    assert!(
+        images.iter().any(|i| i["width"] == 320),
+        "no poster shown: {dash:#}"
+    );
+    let played = dash["played"].as_object().unwrap();
+    assert!(
+        played.contains_key("dash/360p.mp4") && played.contains_key("dash/hls/master.m3u8"),
+        "{dash:#}"
+    );
+    for (key, p) in played {
+        assert!(p["width"].as_u64().unwrap() > 0, "{key}: {p}");
+    }
+    assert!(dash["preview"]["width"].as_u64().unwrap() > 0, "{dash:#}");
+    assert_eq!(dash["secret_in_page"], false, "{dash:#}");
+    assert_eq!(dash["still_signed_in"], true, "{dash:#}");
+    log_timing(&format!("dashboard: job statuses seen {statuses:?}"));
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+}

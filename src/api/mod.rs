@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/player/", get(player::index))
         .route("/player/{*file}", get(player::asset))
         .route("/", get(dashboard::page))
+        .route("/dashboard/{*file}", get(dashboard::asset))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -208,6 +208,78 @@ def player_live(browser, origin, spec):
     return out
 
 
+PLAYED = """
+async (video) => {
+  video.muted = true;
+  await video.play();
+  const from = video.currentTime;
+  await new Promise((done) => {
+    const check = () => (video.currentTime - from >= 1 ? done() : setTimeout(check, 100));
+    check();
+  });
+  return {from, to: video.currentTime, width: video.videoWidth};
+}
+"""
+
+
+def dashboard(browser, spec):
+    """Signs in to the ops dashboard, watches a job to its end, opens it and
+    plays its outputs, previews a live stream."""
+    log = []
+    page = new_page(browser, log)
+    timeout = spec.get("timeout_s", 120) * 1000
+    page.goto(spec["url"])
+    page.fill("#token", spec["token"])
+    page.click("#login button[type=submit]")
+    status = page.locator(f"tr[data-job-id='{spec['job']}'] td.status")
+    seen = []
+    deadline = time.monotonic() + timeout / 1000
+    while time.monotonic() < deadline:
+        text = status.all_inner_texts()
+        if text and (not seen or seen[-1] != text[0]):
+            seen.append(text[0])
+        if text and text[0] in ("succeeded", "failed", "canceled"):
+            break
+        time.sleep(0.1)
+    page.click(f"tr[data-job-id='{spec['job']}']")
+    detail = page.locator(f"#job-detail[data-job-id='{spec['job']}']")
+    detail.wait_for(state="visible", timeout=timeout)
+    posters = detail.locator("img[data-output-key]")
+    posters.first.wait_for(state="visible", timeout=timeout)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#job-detail img')].every((i) => i.complete && i.naturalWidth > 0)",
+        timeout=timeout,
+    )
+    images = page.evaluate(
+        "() => [...document.querySelectorAll('#job-detail img')].map((i) => ({key: i.dataset.outputKey, width: i.naturalWidth}))"
+    )
+    played = {}
+    for video in detail.locator("video[data-output-key]").element_handles():
+        key = video.get_attribute("data-output-key")
+        played[key] = page.evaluate(PLAYED, video)
+    page.click(f"tr[data-stream-id='{spec['stream']}'] button.preview")
+    preview = page.wait_for_selector("#preview video", state="visible", timeout=timeout)
+    previewed = page.evaluate(PLAYED, preview)
+    if spec.get("screenshot"):
+        page.screenshot(path=spec["screenshot"], full_page=True)
+    secret_in_page = page.evaluate("(t) => document.documentElement.outerHTML.includes(t)", spec["token"])
+    # The token is typed once per browser session: a reload stays signed in.
+    page.reload()
+    page.locator("#session").wait_for(state="visible", timeout=10_000)
+    still_signed_in = page.locator("#login").is_hidden()
+    out = {
+        "statuses": seen,
+        "images": images,
+        "played": played,
+        "preview": previewed,
+        "secret_in_page": secret_in_page,
+        "still_signed_in": still_signed_in,
+        "log": log[-40:],
+    }
+    page.close()
+    return out
+
+
 def main():
     job = json.loads(sys.argv[1])
     server, origin = serve_pages()
@@ -224,6 +296,8 @@ def main():
             out["ranges"].append(fetch_range(browser, origin, url))
         if "player_vod" in job:
             out["player_vod"] = player_vod(browser, origin, job["player_vod"])
+        if "dashboard" in job:
+            out["dashboard"] = dashboard(browser, job["dashboard"])
         if "player_live" in job:
             out["player_live"] = player_live(browser, origin, job["player_live"])
         browser.close()
