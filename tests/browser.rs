@@ -365,6 +365,24 @@ async fn a_publisher_with_far_apart_keyframes_plays_on_the_default_profile() {
     publisher.wait().unwrap();
 }
 
+/// A node with the `quick` profile cutting on keyframes only, and a stream on
+/// it live with two segments out, from a publisher with 2 s keyframes
+/// (running for up to 90 s): `(node, the created stream, the publisher)`.
+async fn live_on_quick(dir: &Path) -> (Node, Value, std::process::Child) {
+    let pipelines = common::live::quick_profile(dir, 2.0);
+    keyframes_only(&pipelines, "quick");
+    let node = Node::builder()
+        .env("MEDIA_NODE_PIPELINES_DIR", pipelines)
+        .start()
+        .await;
+    let created = create_stream(&node, "quick").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let publisher = publish_with_keyframes(created["rtmp_url"].as_str().unwrap(), 90, 2);
+    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
+    wait_segments(&node, created["playlist_url"].as_str().unwrap(), 2).await;
+    (node, created, publisher)
+}
+
 /// Makes profile `name` of `pipelines` cut on keyframes only.
 fn keyframes_only(pipelines: &str, name: &str) {
     let path = Path::new(pipelines).join(format!("live/{name}.toml"));
@@ -514,18 +532,8 @@ async fn the_reference_player_links_each_card_during_its_window() {
 #[tokio::test]
 async fn the_reference_player_draws_live_pins_with_their_disclosure() {
     let tmp = tempfile::tempdir().unwrap();
-    let pipelines = common::live::quick_profile(tmp.path(), 2.0);
-    keyframes_only(&pipelines, "quick");
-    let node = Node::builder()
-        .env("MEDIA_NODE_PIPELINES_DIR", pipelines)
-        .start()
-        .await;
-    let created = create_stream(&node, "quick").await;
+    let (node, created, mut publisher) = live_on_quick(tmp.path()).await;
     let id = created["id"].as_str().unwrap().to_string();
-    let playlist = created["playlist_url"].as_str().unwrap().to_string();
-    let mut publisher = publish_with_keyframes(created["rtmp_url"].as_str().unwrap(), 90, 2);
-    wait_state(&node, &id, "live", Duration::from_secs(20)).await;
-    wait_segments(&node, &playlist, 2).await;
     let res = node
         .client
         .post(node.url(&format!("/v1/live/streams/{id}/pins")))
@@ -601,17 +609,8 @@ fn the_vendored_hls_js_is_the_pinned_package() {
 #[tokio::test]
 async fn the_dashboard_follows_a_job_and_previews_a_live_stream() {
     let tmp = tempfile::tempdir().unwrap();
-    let pipelines = common::live::quick_profile(tmp.path(), 2.0);
-    keyframes_only(&pipelines, "quick");
-    let node = Node::builder()
-        .env("MEDIA_NODE_PIPELINES_DIR", pipelines)
-        .start()
-        .await;
-    let created = create_stream(&node, "quick").await;
+    let (node, created, mut publisher) = live_on_quick(tmp.path()).await;
     let stream_id = created["id"].as_str().unwrap().to_string();
-    let mut publisher = publish_with_keyframes(created["rtmp_url"].as_str().unwrap(), 90, 2);
-    wait_state(&node, &stream_id, "live", Duration::from_secs(20)).await;
-    wait_segments(&node, created["playlist_url"].as_str().unwrap(), 2).await;
 
     let clip = common::media::test_clip(tmp.path(), "clip.mp4", "640x360", 6);
     node.upload("in/clip.mp4", std::fs::read(&clip).unwrap())

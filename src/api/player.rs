@@ -41,9 +41,14 @@ pub fn file(path: &str) -> Option<(&'static str, &'static [u8])> {
 }
 
 fn serve(path: &str) -> Response {
-    let Some((content_type, bytes)) = file(path) else {
-        return ApiError::RouteNotFound.into_response();
-    };
+    match file(path) {
+        Some((content_type, bytes)) => built_in(content_type, bytes),
+        None => ApiError::RouteNotFound.into_response(),
+    }
+}
+
+/// A file built into the binary (the player's, the dashboard's).
+pub(super) fn built_in(content_type: &'static str, bytes: &'static [u8]) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -7,10 +7,10 @@
 //! its session storage.
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::player::built_in;
 
 const INDEX: &[u8] = include_bytes!("index.html");
 
@@ -28,30 +28,15 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-fn serve(content_type: &'static str, bytes: &'static [u8]) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        bytes,
-    )
-        .into_response()
-}
-
 /// `/`
 pub async fn page() -> Response {
-    serve("text/html; charset=utf-8", INDEX)
+    built_in("text/html; charset=utf-8", INDEX)
 }
 
 /// `/dashboard/{file}`
 pub async fn asset(Path(path): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == path) {
-        Some((_, ty, bytes)) => serve(ty, bytes),
+        Some((_, ty, bytes)) => built_in(ty, bytes),
         None => ApiError::RouteNotFound.into_response(),
     }
 }
