@@ -241,6 +241,38 @@ async fn object_keys_that_could_escape_are_refused() {
     }
 }
 
+/// Keys the filesystem cannot hold answer as what they are, never 500: a
+/// segment over 250 bytes is invalid (on every store), and `a` beside `a/b`
+/// is a conflict.
+#[tokio::test]
+async fn object_keys_the_filesystem_cannot_hold_are_refused_with_a_code() {
+    let node = Node::start().await;
+    let put = |key: String| {
+        let node = &node;
+        async move {
+            node.client
+                .put(node.url(&format!("/v1/objects/{key}")))
+                .bearer_auth(TOKEN)
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (status, body) = problem(put(format!("uploads/{}", "a".repeat(251))).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_key", "{body}");
+    assert_eq!(
+        put("dir/clip.mp4".into()).await.status(),
+        StatusCode::CREATED
+    );
+    for key in ["dir", "dir/clip.mp4/x"] {
+        let (status, body) = problem(put(key.into()).await).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{key}: {body}");
+        assert_eq!(body["code"], "key_conflict", "{key}: {body}");
+    }
+}
+
 async fn raw_request(node: &Node, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = node.base.trim_start_matches("http://").to_string();

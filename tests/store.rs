@@ -174,6 +174,15 @@ async fn suite(store: &dyn Store, tmp: &Path) {
     assert_eq!(listed, ["suite/stream/upload.mp4"]);
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
+    // A key below an object is no object.
+    assert!(matches!(
+        store
+            .get_bytes(&key("suite/a/small.json/child"), 1024)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+
     // Deleting is idempotent.
     store.delete(&k).await.unwrap();
     store.delete(&k).await.unwrap();
@@ -186,6 +195,55 @@ async fn fs_store_passes_the_suite() {
     let store = FsStore::open(&tmp.path().join("data")).await.unwrap();
     suite(&store, tmp.path()).await;
     assert!(store.local_path(&key("a/b")).is_some());
+}
+
+/// On a filesystem `a` and `a/b` cannot both be objects: the second put is a
+/// conflict (409 `key_conflict` at the API), never an I/O error, and reads
+/// through or at the folder find nothing.
+#[tokio::test]
+async fn fs_store_refuses_keys_that_collide_as_file_and_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&tmp.path().join("data")).await.unwrap();
+    let opts = PutOptions::default();
+    let data = || Bytes::from_static(b"x");
+
+    store.put_bytes(&key("c/x"), data(), &opts).await.unwrap();
+    let err = store.put_bytes(&key("c"), data(), &opts).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(
+        store.get_bytes(&key("c"), 10).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert!(store.head(&key("c")).await.unwrap().is_none());
+
+    store.put_bytes(&key("d"), data(), &opts).await.unwrap();
+    let err = store
+        .put_bytes(&key("d/x"), data(), &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(
+        store.get_bytes(&key("d/x"), 10).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert_eq!(store.get_bytes(&key("d"), 10).await.unwrap(), data());
+
+    // Metadata files sit beside their objects as `<name>.json`: `e.json/x`
+    // takes the folder where `e`'s metadata would go.
+    store
+        .put_bytes(&key("e.json/x"), data(), &opts)
+        .await
+        .unwrap();
+    let err = store.put_bytes(&key("e"), data(), &opts).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let keys: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["c/x", "d", "e.json/x"]);
 }
 
 #[tokio::test]

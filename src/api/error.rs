@@ -48,6 +48,8 @@ pub enum ApiError {
     JobFinished(&'static str),
     #[error("object not found")]
     ObjectNotFound,
+    #[error("{0}")]
+    KeyConflict(String),
     #[error("live stream not found")]
     StreamNotFound,
     #[error("the live stream has ended")]
@@ -125,6 +127,7 @@ impl ApiError {
                 "object_not_found",
                 "Object not found",
             ),
+            KeyConflict(_) => (StatusCode::CONFLICT, "key_conflict", "Key conflict"),
             StreamNotFound => (
                 StatusCode::NOT_FOUND,
                 "stream_not_found",
@@ -253,6 +256,7 @@ impl From<StoreError> for ApiError {
                 field: None,
                 message: e.to_string(),
             },
+            e @ StoreError::Conflict(_) => ApiError::KeyConflict(e.to_string()),
             StoreError::Unavailable(e) => ApiError::StoreUnavailable(e),
             StoreError::Io(e) => ApiError::Internal(e.to_string()),
         }
@@ -262,6 +266,108 @@ impl From<StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One error of every kind. The match makes a new variant fail to compile
+    /// here until it is added to the list (and so to the README's table).
+    fn one_of_each() -> Vec<ApiError> {
+        use ApiError::*;
+        let all = vec![
+            Unauthorized,
+            InvalidJson(String::new()),
+            UnsupportedMediaType,
+            PayloadTooLarge(0),
+            ApiError::validation(vec![]),
+            Validation {
+                code: "unknown_field",
+                errors: vec![],
+            },
+            InvalidKey {
+                field: None,
+                message: String::new(),
+            },
+            InvalidQuery(String::new()),
+            InvalidIdempotencyKey,
+            IdempotencyConflict(uuid::Uuid::nil()),
+            JobNotFound,
+            JobFinished(""),
+            ObjectNotFound,
+            KeyConflict(String::new()),
+            StreamNotFound,
+            StreamEnded,
+            PinExists,
+            PinNotFound,
+            TooManyPins(0),
+            MediaNotServed,
+            RouteNotFound,
+            MethodNotAllowed,
+            StoreUnavailable(String::new()),
+            QueueUnavailable(String::new()),
+            Internal(String::new()),
+        ];
+        for e in &all {
+            match e {
+                Unauthorized
+                | InvalidJson(_)
+                | UnsupportedMediaType
+                | PayloadTooLarge(_)
+                | Validation { .. }
+                | InvalidKey { .. }
+                | InvalidQuery(_)
+                | InvalidIdempotencyKey
+                | IdempotencyConflict(_)
+                | JobNotFound
+                | JobFinished(_)
+                | ObjectNotFound
+                | KeyConflict(_)
+                | StreamNotFound
+                | StreamEnded
+                | PinExists
+                | PinNotFound
+                | TooManyPins(_)
+                | MediaNotServed
+                | RouteNotFound
+                | MethodNotAllowed
+                | StoreUnavailable(_)
+                | QueueUnavailable(_)
+                | Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// The README's table of API error codes has a row for every code, with
+    /// its status, and names no other.
+    #[test]
+    fn the_readme_lists_every_api_error_code() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = readme
+            .find("### Error codes")
+            .expect("the README's error code table");
+        let table = &readme[start..];
+        let table = &table[table.find("|---").unwrap()..];
+        let table = &table[..table.find("\n\n").unwrap_or(table.len())];
+        let mut rows = Vec::new();
+        for line in table.lines().skip(1) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let status: u16 = cells[1].parse().unwrap();
+            for code in cells[2].split('`').skip(1).step_by(2) {
+                rows.push((status, code.to_string()));
+            }
+        }
+        let all = one_of_each();
+        for e in &all {
+            let row = (e.status().as_u16(), e.code().to_string());
+            assert!(rows.contains(&row), "README lacks {row:?}");
+        }
+        for (status, code) in rows {
+            assert!(
+                all.iter()
+                    .any(|e| e.code() == code && e.status().as_u16() == status),
+                "README lists {status} `{code}`, which no error answers"
+            );
+        }
+    }
 
     #[test]
     fn codes_are_stable_and_statuses_match() {

@@ -240,7 +240,9 @@ impl From<StoreError> for RunError {
         let code = match &err {
             StoreError::NotFound(_) => ErrorCode::ObjectNotFound,
             StoreError::TooLarge { .. } => ErrorCode::ObjectTooLarge,
-            StoreError::InvalidKey(_) => ErrorCode::InvalidKey,
+            // An output key that collides with an existing one is as unusable
+            // as an invalid one, and retrying will not change that.
+            StoreError::InvalidKey(_) | StoreError::Conflict(_) => ErrorCode::InvalidKey,
             StoreError::Unavailable(_) | StoreError::Io(_) => {
                 return RunError::transient(ErrorCode::StoreUnavailable, err.to_string());
             }

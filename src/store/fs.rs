@@ -110,15 +110,26 @@ impl FsStore {
         };
         let meta_path = self.meta_path(key);
         let meta_json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-        write_atomic(&self.tmp, &meta_path, &meta_json).await?;
+        write_atomic(&self.tmp, &meta_path, &meta_json)
+            .await
+            .map_err(conflict_as(key))?;
 
         let dest = self.data_path(key);
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+        let placed = async {
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::task::spawn_blocking(move || temp.persist(&dest).map_err(|e| e.error))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        if let Err(e) = placed.await {
+            // No object was at `key` (a conflict means a folder is there, or a
+            // file is where a folder should be): the metadata just written
+            // belongs to nothing.
+            let _ = tokio::fs::remove_file(&meta_path).await;
+            return Err(conflict_as(key)(StoreError::Io(e)));
         }
-        tokio::task::spawn_blocking(move || temp.persist(&dest).map_err(|e| e.error))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 }
@@ -145,14 +156,41 @@ async fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> Result<(), St
     Ok(())
 }
 
+/// A path component that is a file (`a` when asked for `a/b`) or a folder
+/// where the object's file would be (`a` when `a/b` exists) means there is no
+/// such object.
 fn not_found_as(key: &ObjectKey) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |e| {
-        if e.kind() == ErrorKind::NotFound {
+    move |e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
             StoreError::NotFound(key.to_string())
-        } else {
-            StoreError::Io(e)
         }
+        _ => StoreError::Io(e),
     }
+}
+
+/// The same collisions while writing: `key` cannot be placed beside an
+/// existing key.
+fn conflict_as(key: &ObjectKey) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        StoreError::Io(io)
+            if matches!(
+                io.kind(),
+                ErrorKind::AlreadyExists | ErrorKind::NotADirectory | ErrorKind::IsADirectory
+            ) =>
+        {
+            StoreError::Conflict(key.to_string())
+        }
+        other => other,
+    }
+}
+
+/// The size of the object's file, or `NotFound` when there is none.
+async fn file_size(key: &ObjectKey, path: &Path) -> Result<u64, StoreError> {
+    let md = tokio::fs::metadata(path).await.map_err(not_found_as(key))?;
+    if !md.is_file() {
+        return Err(StoreError::NotFound(key.to_string()));
+    }
+    Ok(md.len())
 }
 
 #[async_trait]
@@ -209,10 +247,7 @@ impl Store for FsStore {
         max_bytes: u64,
     ) -> Result<u64, StoreError> {
         let src = self.data_path(key);
-        let size = tokio::fs::metadata(&src)
-            .await
-            .map_err(not_found_as(key))?
-            .len();
+        let size = file_size(key, &src).await?;
         if size > max_bytes {
             return Err(StoreError::TooLarge {
                 key: key.to_string(),
@@ -226,10 +261,7 @@ impl Store for FsStore {
 
     async fn get_bytes(&self, key: &ObjectKey, max_bytes: u64) -> Result<Bytes, StoreError> {
         let src = self.data_path(key);
-        let size = tokio::fs::metadata(&src)
-            .await
-            .map_err(not_found_as(key))?
-            .len();
+        let size = file_size(key, &src).await?;
         if size > max_bytes {
             return Err(StoreError::TooLarge {
                 key: key.to_string(),

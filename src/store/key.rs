@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// Longest key accepted. S3 allows 1024 bytes; we keep headroom for the store prefix.
 pub const MAX_KEY_BYTES: usize = 900;
 
+/// Longest segment (the text between two `/`) accepted. The filesystem store
+/// keeps each segment as a file name, which Linux filesystems cap at 255 bytes,
+/// less the `.json` of the metadata file beside it; every store takes the same
+/// keys, so a key that works on S3 works on the embedded default too.
+pub const MAX_SEGMENT_BYTES: usize = 250;
+
 /// Deserialisation errors of keys start with this, so the API can answer them as
 /// `invalid_key` (400) wherever the key sits in a body.
 pub const INVALID_KEY_PREFIX: &str = "invalid key: ";
@@ -30,6 +36,8 @@ pub enum KeyError {
     DotSegment,
     #[error("key must not contain empty segments (`//`)")]
     EmptySegment,
+    #[error("key segments (between `/`) must be at most {MAX_SEGMENT_BYTES} bytes")]
+    SegmentTooLong,
 }
 
 /// A validated object key: `shop-1/uploads/clip.mp4`.
@@ -82,6 +90,7 @@ fn validate(key: &str) -> Result<(), KeyError> {
         match segment {
             "" => return Err(KeyError::EmptySegment),
             "." | ".." => return Err(KeyError::DotSegment),
+            s if s.len() > MAX_SEGMENT_BYTES => return Err(KeyError::SegmentTooLong),
             _ => {}
         }
     }
@@ -147,6 +156,12 @@ mod tests {
             ObjectKey::parse("a".repeat(MAX_KEY_BYTES + 1)).unwrap_err(),
             KeyError::TooLong
         );
+        let long = "é".repeat(MAX_SEGMENT_BYTES / 2 + 1);
+        assert_eq!(
+            ObjectKey::parse(format!("uploads/{long}")).unwrap_err(),
+            KeyError::SegmentTooLong
+        );
+        ObjectKey::parse(format!("uploads/{}", "a".repeat(MAX_SEGMENT_BYTES))).unwrap();
     }
 
     #[test]

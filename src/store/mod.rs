@@ -73,6 +73,10 @@ pub enum StoreError {
     TooLarge { key: String, limit: u64 },
     #[error("invalid key: {0}")]
     InvalidKey(#[from] KeyError),
+    /// The key cannot sit beside an existing one: on the filesystem store,
+    /// `a` and `a/b` cannot both be objects (one would be a file and a folder).
+    #[error("object `{0}` collides with an existing key (`a` and `a/…` cannot both exist)")]
+    Conflict(String),
     /// The store could not be reached or answered with an error; worth retrying.
     #[error("object store unavailable: {0}")]
     Unavailable(String),
