@@ -29,7 +29,8 @@ const MAX_PAGE: u32 = 100;
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
     request_body = JobSpec,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: \
+        1-255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses(
         (status = 202, description = "Job accepted", body = JobView),
         (status = 400, description = "Invalid JSON or object key", body = Problem),

@@ -21,6 +21,12 @@ pub struct ObjectView {
     pub size: u64,
 }
 
+/// The bytes of an upload, as they are. A type for the OpenAPI document
+/// only: [`put`] streams the body into the store.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct UploadBody(#[expect(dead_code, reason = "documents the body")] Vec<u8>);
+
 pub(super) fn parse_key(path: Result<Path<String>, PathRejection>) -> Result<ObjectKey, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::InvalidKey {
         field: None,
@@ -35,11 +41,14 @@ pub(super) fn parse_key(path: Result<Path<String>, PathRejection>) -> Result<Obj
 /// Upload an object (e.g. a video to process).
 #[utoipa::path(
     put, path = "/v1/objects/{key}", tag = "objects",
-    params(("key" = String, Path, description = "Object key, e.g. `uploads/clip.mp4`")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("key" = String, Path, description = "Object key, e.g. `uploads/clip.mp4`: \
+        `/`-separated segments, none empty, `.` or `..`, over 250 bytes, or with a backslash \
+        or a control character; at most 900 bytes", max_length = 900, pattern = r"^(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+)(?:/(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+))*$")),
+    request_body(content = UploadBody, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = ObjectView),
         (status = 400, description = "Invalid key", body = Problem),
+        (status = 409, description = "`key_conflict`: the key is a folder of an existing key, or has one as its folder (the filesystem store cannot hold `a` beside `a/b`)", body = Problem),
         (status = 413, description = "Larger than `limits.max_upload_bytes`", body = Problem),
         (status = 503, description = "Object store unavailable", body = Problem),
     ),
@@ -88,4 +97,47 @@ pub async fn put(
             size,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented pattern (segments of characters other than `/`, `\\`
+    /// and controls, none `.` or `..`) takes exactly the keys the node takes,
+    /// lengths aside.
+    #[test]
+    fn the_key_pattern_agrees_with_the_parser() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        let param = &doc["paths"]["/v1/objects/{key}"]["put"]["parameters"][0];
+        let pattern = regex::Regex::new(param["schema"]["pattern"].as_str().unwrap()).unwrap();
+        let keys = [
+            "a",
+            "uploads/clip.mp4",
+            "shop 1/ünïcødé/クリップ.mov",
+            "a/b/c/.hidden",
+            "a..b/c",
+            "..a/...",
+            "",
+            "/a",
+            "a/",
+            "a\\b",
+            "a\nb",
+            "a\u{85}b",
+            "a\u{7f}",
+            ".",
+            "..",
+            "a/./b",
+            "a/../b",
+            "a//b",
+        ];
+        for key in keys {
+            assert_eq!(
+                pattern.is_match(key),
+                ObjectKey::parse(key).is_ok(),
+                "{key:?}"
+            );
+        }
+    }
 }

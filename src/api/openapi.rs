@@ -3,8 +3,9 @@
 
 use axum::Json;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{AdditionalProperties, AllOf, Object, ObjectBuilder, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error::Problem;
@@ -13,9 +14,9 @@ use super::jobs::JobList;
 use super::live::{
     CreatedStream, NewStream, PinList, PinView, RenditionView, StreamList, StreamView,
 };
-use super::objects::ObjectView;
+use super::objects::{ObjectView, UploadBody};
 use crate::jobs::error::ErrorCode;
-use crate::jobs::model::{JobErrorInfo, JobStatus, JobView};
+use crate::jobs::model::{JobErrorInfo, JobOutput, JobResult, JobStatus, JobView};
 use crate::jobs::spec::{InputSpec, JobSpec, RenditionsSpec};
 use crate::live::pins::PinSpec;
 use crate::live::registry::{InputInfo, StreamState};
@@ -62,9 +63,9 @@ use crate::validation::FieldError;
         TimeSpec, BoxSpec, QualitySpec, StillFormat, Filter, Fit, StillOutput, StillEntry,
         SheetEntry, VttEntry, TagSpec, PriceSpec, PositionSpec, TagOutput, TagsOutput, Rect,
         NewStream, StreamView, CreatedStream, StreamList, StreamState, InputInfo, PinSpec, RenditionView,
-        PinView, PinList
+        PinView, PinList, JobResult, JobOutput, UploadBody
     )),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth, &CommonErrors, &ProblemJson, &MergeFlattened),
     tags(
         (name = "jobs", description = "Enqueue and follow media jobs"),
         (name = "objects", description = "Upload inputs"),
@@ -88,12 +89,19 @@ impl Modify for BearerAuth {
 
 /// The answers every route of a kind can give, documented once here rather
 /// than on each handler: 401 on every `/v1` route (the bearer check runs
-/// before the handler), and 400, 413 and 415 on every JSON body (malformed,
-/// over `limits.max_json_bytes`, not `application/json`).
+/// before the handler) and 503 (each reads or writes a backend), and 400, 413
+/// and 415 on every JSON body (malformed, over `limits.max_json_bytes`, not
+/// `application/json`).
 struct CommonErrors;
 
 impl CommonErrors {
-    const V1: &[(&str, &str)] = &[("401", "No or wrong bearer token")];
+    const V1: &[(&str, &str)] = &[
+        ("401", "No or wrong bearer token"),
+        (
+            "503",
+            "The job store or the object store is unavailable; retry later",
+        ),
+    ];
     const JSON_BODY: &[(&str, &str)] = &[
         ("400", "Invalid JSON"),
         ("413", "JSON body over `limits.max_json_bytes`"),
@@ -112,7 +120,7 @@ impl CommonErrors {
                 .or_insert_with(|| {
                     ResponseBuilder::new()
                         .description(*description)
-                        .content("application/json", problem)
+                        .content(PROBLEM_JSON, problem)
                         .build()
                         .into()
                 });
@@ -142,6 +150,121 @@ impl Modify for CommonErrors {
                     Self::add(operation, Self::JSON_BODY);
                 }
             }
+        }
+    }
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every error answer is `application/problem+json`, the content type the
+/// node sends; a handler's `body = Problem` would otherwise document it as
+/// `application/json`.
+struct ProblemJson;
+
+impl Modify for ProblemJson {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = Ref::from_schema_name("Problem").ref_location;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response.content.get("application/json").is_some_and(
+                        |c| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == problem),
+                    );
+                    if is_problem
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(PROBLEM_JSON.to_string(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A wire type that `#[serde(flatten)]`s a closed one (`deny_unknown_fields`,
+/// `additionalProperties: false`) is documented by `utoipa` as `allOf` of the
+/// two, which no object can match: the closed part refuses the other part's
+/// fields. Such schemas become the one object they are (`PinView`).
+struct MergeFlattened;
+
+impl MergeFlattened {
+    fn object<'a>(
+        schemas: &'a std::collections::BTreeMap<String, RefOr<Schema>>,
+        item: &'a RefOr<Schema>,
+    ) -> Option<(&'a Object, bool)> {
+        match item {
+            RefOr::T(Schema::Object(o)) => Some((o, false)),
+            RefOr::Ref(r) => {
+                let name = r.ref_location.rsplit('/').next()?;
+                match schemas.get(name)? {
+                    RefOr::T(Schema::Object(o)) => {
+                        let closed = matches!(
+                            o.additional_properties.as_deref(),
+                            Some(AdditionalProperties::FreeForm(false))
+                        );
+                        Some((o, closed))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn merged(
+        schemas: &std::collections::BTreeMap<String, RefOr<Schema>>,
+        all: &AllOf,
+    ) -> Option<Object> {
+        let parts: Vec<(&Object, bool)> = all
+            .items
+            .iter()
+            .map(|item| Self::object(schemas, item))
+            .collect::<Option<_>>()?;
+        if !parts.iter().any(|(_, closed)| *closed) {
+            return None;
+        }
+        let mut merged = ObjectBuilder::new().description(all.description.clone());
+        for (part, _) in parts {
+            for (name, schema) in &part.properties {
+                merged = merged.property(name.clone(), schema.clone());
+            }
+            for name in &part.required {
+                merged = merged.required(name.clone());
+            }
+        }
+        Some(merged.build())
+    }
+}
+
+impl Modify for MergeFlattened {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let merged: Vec<(String, Object)> = components
+            .schemas
+            .iter()
+            .filter_map(|(name, schema)| match schema {
+                RefOr::T(Schema::AllOf(all)) => {
+                    Self::merged(&components.schemas, all).map(|o| (name.clone(), o))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, object) in merged {
+            components
+                .schemas
+                .insert(name, RefOr::T(Schema::Object(object)));
         }
     }
 }
@@ -192,6 +315,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn errors_are_problem_json_and_pins_one_object() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let content = response["content"].as_object();
+                        if path == "/readyz" {
+                            continue;
+                        }
+                        assert!(
+                            content.is_some_and(|c| c.keys().eq([PROBLEM_JSON].iter())),
+                            "{status}: {method} {path}: {response}"
+                        );
+                    }
+                }
+            }
+        }
+        let pin = &doc["components"]["schemas"]["PinView"];
+        assert_eq!(pin["type"], "object", "{pin}");
+        for field in ["id", "product_id", "price", "position", "start", "end"] {
+            assert!(pin["properties"][field].is_object(), "{field}: {pin}");
         }
     }
 

@@ -6,6 +6,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::clock::rfc3339;
+use crate::media::probe::Probe;
+use crate::media::transcode::{Output, Skipped};
+use crate::overlay::TagOutput;
+use crate::thumbnail::StillOutput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +83,38 @@ pub struct Job {
     pub node: Option<String>,
 }
 
+/// What a succeeded job made: the job view's `result`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    /// The input's streams, when the job probed, transcoded or took stills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    /// Every published file: renditions, HLS, tag tracks, stills; present
+    /// when the job asked for renditions or stills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<JobOutput>>,
+    /// Rungs of the ladder not made, and why (e.g. above the input's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Vec<Skipped>>,
+    /// Where the poster was taken, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster_time_s: Option<f64>,
+    /// What a sandbox escape attempt of the test suite saw.
+    #[cfg(feature = "test-support")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub escape: Option<serde_json::Map<String, Value>>,
+}
+
+/// One entry of `result.outputs`, told apart by its `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JobOutput {
+    Media(Output),
+    Still(StillOutput),
+    Tags(TagOutput),
+}
+
 /// What the API shows of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
@@ -93,8 +129,10 @@ pub struct JobView {
     /// Set when the job failed, and while a retry is pending after a transient error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobErrorInfo>,
-    /// Set when the job succeeded.
+    /// Set when the job succeeded. Kept as the job store holds it, so a
+    /// result written by an older node is shown as it was.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JobResult>)]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub cancel_requested: bool,

@@ -76,7 +76,7 @@ pub struct Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Reply {
-    Done(Made),
+    Done(Box<Made>),
     Failed {
         code: ErrorCode,
         message: String,
@@ -88,7 +88,7 @@ pub enum Reply {
 impl From<Result<Made, RunError>> for Reply {
     fn from(outcome: Result<Made, RunError>) -> Self {
         match outcome {
-            Ok(made) => Reply::Done(made),
+            Ok(made) => Reply::Done(Box::new(made)),
             Err(RunError::Canceled) => Reply::Canceled,
             Err(RunError::Failed {
                 code,
@@ -273,7 +273,7 @@ async fn read_reply(media_dir: &Path) -> Option<Reply> {
 
 fn reply_outcome(reply: Reply) -> Result<Made, RunError> {
     match reply {
-        Reply::Done(made) => Ok(made),
+        Reply::Done(made) => Ok(*made),
         Reply::Canceled => Err(RunError::Canceled),
         Reply::Failed {
             code,

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
@@ -18,6 +17,7 @@ use uuid::Uuid;
 use super::{ProgressSink, RunError};
 use crate::config::LimitsConfig;
 use crate::jobs::error::ErrorCode;
+use crate::jobs::model::{JobOutput, JobResult};
 use crate::jobs::spec::{JobSpec, RenditionsSpec};
 use crate::media;
 use crate::media::probe::Probe;
@@ -46,7 +46,7 @@ pub struct MediaContext {
 /// the output prefix.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Made {
-    pub result: Map<String, Value>,
+    pub result: JobResult,
     pub files: Vec<ProducedFile>,
 }
 
@@ -59,11 +59,10 @@ pub async fn run(
 ) -> Result<Made, RunError> {
     #[cfg(feature = "test-support")]
     if let Some(escape) = spec.test.as_ref().and_then(|t| t.escape.as_ref()) {
-        let mut result = Map::new();
-        result.insert(
-            "escape".into(),
-            Value::Object(super::escape::attempt(escape, input)),
-        );
+        let result = JobResult {
+            escape: Some(super::escape::attempt(escape, input)),
+            ..JobResult::default()
+        };
         return Ok(Made {
             result,
             files: Vec::new(),
@@ -89,8 +88,8 @@ pub async fn run(
             .await
             .map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))??
     };
-    let mut result = Map::new();
-    let mut outputs: Vec<Value> = Vec::new();
+    let mut result = JobResult::default();
+    let mut outputs: Vec<JobOutput> = Vec::new();
     let mut files: Vec<ProducedFile> = Vec::new();
 
     let probe = if photo {
@@ -109,7 +108,7 @@ pub async fn run(
             probe = media::probe::probe_file(&input, timeout) => probe?,
             _ = ctx.cancel.cancelled() => return Err(RunError::Canceled),
         };
-        result.insert("probe".into(), to_json(&probe)?);
+        result.probe = Some(probe.clone());
         if spec.renditions.is_some() || wants_stills {
             check_limits(&probe, &ctx.limits)?;
         }
@@ -184,16 +183,14 @@ pub async fn run(
                 .map_err(|e| RunError::permanent(ErrorCode::InternalPanic, e.to_string()))?;
             stills = Some(made.map_err(RunError::from)?);
         }
-        outputs.extend(made);
+        outputs.extend(made.into_iter().map(JobOutput::Media));
         files.extend(produced);
         if let Some(tags) = &tags {
             let (entries, written) = write_tag_files(tags, &prefix, ctx)?;
-            for o in &entries {
-                outputs.push(to_json(o)?);
-            }
+            outputs.extend(entries.into_iter().map(JobOutput::Tags));
             files.extend(written);
         }
-        result.insert("skipped".into(), to_json(&skipped)?);
+        result.skipped = Some(skipped);
     }
     if wants_stills {
         let stills = match stills {
@@ -211,19 +208,14 @@ pub async fn run(
                 .await?
             }
         };
-        for o in &stills.outputs {
-            outputs.push(to_json(o)?);
-        }
+        outputs.extend(stills.outputs.into_iter().map(JobOutput::Still));
         files.extend(stills.files);
         if let Some(t) = stills.poster_time_s {
-            result.insert(
-                "poster_time_s".into(),
-                Value::from((t * 1000.0).round() / 1000.0),
-            );
+            result.poster_time_s = Some((t * 1000.0).round() / 1000.0);
         }
     }
     if spec.renditions.is_some() || wants_stills {
-        result.insert("outputs".into(), Value::Array(outputs));
+        result.outputs = Some(outputs);
     }
     Ok(Made { result, files })
 }
@@ -356,10 +348,6 @@ async fn run_stills(
     outcome.map_err(RunError::from)
 }
 
-fn to_json(value: &impl serde::Serialize) -> Result<Value, RunError> {
-    serde_json::to_value(value).map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))
-}
-
 /// Refuses inputs over the configured limits before any decoding.
 fn check_limits(probe: &Probe, limits: &LimitsConfig) -> Result<(), RunError> {
     if probe.duration_s > limits.max_duration_s {
@@ -444,7 +432,14 @@ async fn run_transcode(
     hooks: transcode::pipeline::Hooks,
     dateranges: &[crate::media::hls::DateRange],
     ctx: &MediaContext,
-) -> Result<(Vec<Value>, Vec<transcode::Skipped>, Vec<ProducedFile>), RunError> {
+) -> Result<
+    (
+        Vec<transcode::Output>,
+        Vec<transcode::Skipped>,
+        Vec<ProducedFile>,
+    ),
+    RunError,
+> {
     // The pipeline's position maps to 5 % .. `progress_end`.
     let sink = ctx.progress.clone();
     let span = f64::from(progress_end.saturating_sub(5));
@@ -463,12 +458,7 @@ async fn run_transcode(
     )
     .await?
     .ok_or(RunError::Canceled)?;
-    let outputs = produced
-        .outputs
-        .iter()
-        .map(to_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((outputs, produced.skipped, produced.files))
+    Ok((produced.outputs, produced.skipped, produced.files))
 }
 
 /// Decodes the tags' product photos and draws the tags for `plan`'s renditions.

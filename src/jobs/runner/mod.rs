@@ -26,7 +26,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-#[cfg(feature = "test-support")]
 use super::error::ErrorCode;
 pub use super::error::RunError;
 use super::spec::JobSpec;
@@ -120,7 +119,8 @@ pub async fn execute(spec: &JobSpec, ctx: &JobContext) -> Result<Value, RunError
         publish::publish(&files, &media::output_prefix(spec), ctx).await?;
     }
     ctx.progress.report(100);
-    Ok(Value::Object(made.result))
+    serde_json::to_value(&made.result)
+        .map_err(|e| RunError::permanent(ErrorCode::Internal, e.to_string()))
 }
 
 fn check_canceled(ctx: &JobContext) -> Result<(), RunError> {
