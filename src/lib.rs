@@ -23,9 +23,11 @@
 //! | [`telemetry`]  | logging and tracing                                        |
 //! | [`validation`] | leaf: a field's validation error, for every layer          |
 //! | [`clock`]      | leaf: the wall clock in milliseconds, RFC 3339             |
-//! | [`node`]       | wiring it all together: `serve`, `check`                   |
+//! | [`node`]       | wiring it all together: `serve`                            |
+//! | [`check`]      | `media-node check`: can this configuration run             |
 
 pub mod api;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod db;

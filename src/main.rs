@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use media_node::check::Verdict;
 use media_node::config::{Config, LogFormat};
 use media_node::{node, telemetry};
 
@@ -202,16 +203,11 @@ async fn process(
 }
 
 async fn check(config: Config) -> ExitCode {
-    let lines = node::check(&config).await;
+    let lines = media_node::check::run(&config).await;
     let mut ok = true;
     for line in &lines {
-        ok &= line.ok;
-        println!(
-            "{} {:<22} {}",
-            if line.ok { "ok  " } else { "FAIL" },
-            line.name,
-            line.detail
-        );
+        ok &= line.verdict != Verdict::Fail;
+        println!("{} {:<22} {}", line.verdict, line.name, line.detail);
     }
     if ok {
         ExitCode::SUCCESS

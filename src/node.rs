@@ -33,7 +33,7 @@ use crate::live::throttle::Throttle;
 use crate::live::worker::WorkerConfig;
 use crate::media;
 use crate::metrics::Metrics;
-use crate::presets::{Kind, Presets};
+use crate::presets::Presets;
 use crate::store::{self, DynStore};
 
 const API_TOKEN_FILE: &str = "api_token";
@@ -350,130 +350,6 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
-}
-
-/// One line of `media-node check`.
-pub struct CheckLine {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// Verifies the job store, the object store and the GStreamer elements.
-pub async fn check(config: &Config) -> Vec<CheckLine> {
-    let mut lines = Vec::new();
-    match std::fs::create_dir_all(&config.data_dir) {
-        Ok(()) => {}
-        Err(e) => lines.push(CheckLine {
-            name: "data dir".into(),
-            ok: false,
-            detail: format!("{}: {e}", config.data_dir.display()),
-        }),
-    }
-    let db_url = config.db_url();
-    let db_shown = db_url.split('?').next().unwrap_or_default().to_string();
-    match job_queue::open(&db_url).await {
-        Ok(queue) => lines.push(match queue.ping().await {
-            Ok(()) => CheckLine {
-                name: "job store".into(),
-                ok: true,
-                detail: db_shown,
-            },
-            Err(e) => CheckLine {
-                name: "job store".into(),
-                ok: false,
-                detail: e.to_string(),
-            },
-        }),
-        Err(e) => lines.push(CheckLine {
-            name: "job store".into(),
-            ok: false,
-            detail: e.to_string(),
-        }),
-    }
-    let store_name = format!("object store ({})", config.store_kind_name());
-    match store::open(config).await {
-        Ok(store) => lines.push(
-            match tokio::time::timeout(Duration::from_secs(10), store.check()).await {
-                Ok(Ok(())) => CheckLine {
-                    name: store_name,
-                    ok: true,
-                    detail: "reachable".into(),
-                },
-                Ok(Err(e)) => CheckLine {
-                    name: store_name,
-                    ok: false,
-                    detail: e.to_string(),
-                },
-                Err(_) => CheckLine {
-                    name: store_name,
-                    ok: false,
-                    detail: "no answer within 10 s".into(),
-                },
-            },
-        ),
-        Err(e) => lines.push(CheckLine {
-            name: store_name,
-            ok: false,
-            detail: e.to_string(),
-        }),
-    }
-    let presets = match Presets::load(config.pipelines_dir.as_deref()) {
-        Ok(p) => {
-            lines.push(CheckLine {
-                name: "presets".into(),
-                ok: true,
-                detail: presets_summary(&p),
-            });
-            Some(p)
-        }
-        Err(e) => {
-            lines.push(CheckLine {
-                name: "presets".into(),
-                ok: false,
-                detail: e.to_string(),
-            });
-            None
-        }
-    };
-    match media::init() {
-        Ok(()) => {
-            let required = match &presets {
-                Some(p) => required_elements(p),
-                None => media::REQUIRED_ELEMENTS.to_vec(),
-            };
-            let missing = media::missing_elements(&required);
-            lines.push(CheckLine {
-                name: "gstreamer".into(),
-                ok: missing.is_empty(),
-                detail: if missing.is_empty() {
-                    format!(
-                        "{} ({} required elements present)",
-                        gstreamer::version_string(),
-                        required.len()
-                    )
-                } else {
-                    format!("missing elements: {}", missing.join(", "))
-                },
-            });
-        }
-        Err(e) => lines.push(CheckLine {
-            name: "gstreamer".into(),
-            ok: false,
-            detail: e.to_string(),
-        }),
-    }
-    lines
-}
-
-/// Every kind of preset with its names, e.g.
-/// `ladders: default, small; thumbnails: default, search; tags: ...; live: ...`.
-fn presets_summary(presets: &Presets) -> String {
-    Kind::ALL
-        .iter()
-        .map(|&kind| format!("{}: {}", kind.folder(), presets.names(kind).join(", ")))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! about multipart uploads, path style, encryption or temp files stays inside the
 //! implementations. All methods are async and never block the runtime.
 
+pub mod bucket_cors;
 pub mod fs;
 mod key;
 pub mod s3;

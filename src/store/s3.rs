@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
+use super::bucket_cors::CorsRule;
 use super::{
     ByteStream, ObjectInfo, ObjectKey, PutOptions, Store, StoreError, Visibility, write_limited,
 };
@@ -319,6 +320,40 @@ where
         ),
     };
     StoreError::Unavailable(detail)
+}
+
+impl S3Store {
+    /// The bucket's CORS rules (`GetBucketCors`), `None` when it has none.
+    pub async fn cors_rules(&self) -> Result<Option<Vec<CorsRule>>, StoreError> {
+        let answer = self
+            .client
+            .get_bucket_cors()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        let out = match answer {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchCORSConfiguration") => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "bucket `{}` CORS rules: {}",
+                    self.bucket,
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )));
+            }
+        };
+        let rules = out
+            .cors_rules()
+            .iter()
+            .map(|r| CorsRule {
+                allowed_origins: r.allowed_origins().to_vec(),
+                allowed_methods: r.allowed_methods().to_vec(),
+                allowed_headers: r.allowed_headers().to_vec(),
+                expose_headers: r.expose_headers().to_vec(),
+            })
+            .collect();
+        Ok(Some(rules))
+    }
 }
 
 #[async_trait]

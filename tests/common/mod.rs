@@ -539,23 +539,68 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A real S3-compatible server (s3s-fs, SigV4-checking) on a free port.
+/// A real S3-compatible server on a free port: s3s-fs (SigV4-checking), or
+/// moto's server where a test needs what s3s-fs lacks (bucket CORS rules).
 pub struct S3Server {
     child: Option<Child>,
     pub port: u16,
     root: tempfile::TempDir,
+    kind: S3Kind,
+}
+
+#[derive(Clone, Copy)]
+enum S3Kind {
+    S3sFs,
+    Moto,
 }
 
 impl S3Server {
     pub async fn start() -> S3Server {
+        Self::start_kind(S3Kind::S3sFs).await
+    }
+
+    /// moto's S3 server, from the test venv (`TEST_VENV`, which
+    /// `scripts/test` installs from tests/browser/requirements.lock).
+    pub async fn start_moto() -> S3Server {
+        Self::start_kind(S3Kind::Moto).await
+    }
+
+    async fn start_kind(kind: S3Kind) -> S3Server {
         let root = tempfile::tempdir().unwrap();
         let mut server = S3Server {
             child: None,
             port: free_port(),
             root,
+            kind,
         };
         server.launch().await;
         server
+    }
+
+    fn command(&self) -> Command {
+        let port = self.port.to_string();
+        match self.kind {
+            S3Kind::S3sFs => {
+                let data = self.root.path().join("data");
+                std::fs::create_dir_all(&data).unwrap();
+                let mut cmd = Command::new(s3s_fs_binary());
+                cmd.args(["--host", "127.0.0.1", "--port", &port])
+                    .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                    .arg(&data);
+                cmd
+            }
+            S3Kind::Moto => {
+                let venv = std::env::var("TEST_VENV").unwrap_or_else(|_| {
+                    panic!(
+                        "TEST_VENV is not set: run scripts/test, which installs moto's \
+                         server into .tools/venv, or set TEST_VENV to such a venv"
+                    )
+                });
+                let mut cmd = Command::new(Path::new(&venv).join("bin/moto_server"));
+                cmd.args(["-H", "127.0.0.1", "-p", &port]);
+                cmd
+            }
+        }
     }
 
     async fn launch(&mut self) {
@@ -564,24 +609,24 @@ impl S3Server {
             .append(true)
             .open(self.root.path().join("s3s.log"))
             .unwrap();
-        let data = self.root.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let child = Command::new(s3s_fs_binary())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(&data)
+        let child = self
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("start s3s-fs");
+            .expect("start the S3 server");
         self.child = Some(child);
         let port = self.port;
-        eventually(Duration::from_secs(30), "s3s-fs to listen", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the S3 server to listen",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
