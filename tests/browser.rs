@@ -615,23 +615,37 @@ async fn the_dashboard_follows_a_job_and_previews_a_live_stream() {
     let clip = common::media::test_clip(tmp.path(), "clip.mp4", "640x360", 6);
     node.upload("in/clip.mp4", std::fs::read(&clip).unwrap())
         .await;
-    let job_id = node
-        .submit(&json!({
+    // drive.py submits the job once the dashboard shows its tables, so the
+    // page sees it before it ends: the dashboard refreshes every 2 s, and the
+    // job first runs 6 s doing nothing (a test-support behaviour) before its
+    // real work, which alone can take under 2 s.
+    let seen = drive(json!({"dashboard": {
+        "url": node.url("/"), "token": common::TOKEN,
+        "submit": {"url": node.url("/v1/jobs"), "body": {
             "input": {"key": "in/clip.mp4"},
             "output_prefix": "dash",
             "renditions": {"formats": ["mp4", "hls"]},
             "thumbnails": {"times": ["auto"], "widths": [320], "formats": ["jpeg"]},
-        }))
-        .await;
-    let seen = drive(json!({"dashboard": {
-        "url": node.url("/"), "token": common::TOKEN,
-        "job": job_id, "stream": stream_id,
+            "test": {"sleep_ms": 6000},
+        }},
+        "stream": stream_id,
         "screenshot": artifact("dashboard.png"),
     }}))
     .await;
     let dash = &seen["dashboard"];
-    let statuses = dash["statuses"].as_array().unwrap();
-    assert_eq!(statuses.last().unwrap(), "succeeded", "{dash:#}");
+    let statuses: Vec<&str> = dash["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(statuses.last(), Some(&"succeeded"), "{dash:#}");
+    assert!(
+        statuses.len() >= 2 && ["queued", "running"].contains(&statuses[0]),
+        "the page never showed the job before it ended: {dash:#}"
+    );
+    let job_id = dash["job"].as_str().unwrap();
+    assert_eq!(node.job(job_id).await["status"], "succeeded");
     let images = dash["images"].as_array().unwrap();
     assert!(
         images.iter().any(|i| i["width"] == 320),
@@ -648,7 +662,6 @@ async fn the_dashboard_follows_a_job_and_previews_a_live_stream() {
     assert!(dash["preview"]["width"].as_u64().unwrap() > 0, "{dash:#}");
     assert_eq!(dash["secret_in_page"], false, "{dash:#}");
     assert_eq!(dash["still_signed_in"], true, "{dash:#}");
-    let statuses: Vec<&str> = statuses.iter().filter_map(Value::as_str).collect();
     log_timing(&format!(
         "dashboard: job statuses seen {}",
         statuses.join(" → ")
