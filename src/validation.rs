@@ -14,6 +14,24 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Longest id (of a tag, a product, a pin, an owner, a token's name).
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Ids travel into playlists, JSON, logs and store metadata: a conservative
+/// alphabet keeps them safe in every format without escaping.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(format!("1 to {MAX_ID_BYTES} characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    {
+        return Err("only letters, digits, `.`, `_`, `-` and `:`".into());
+    }
+    Ok(())
+}
+
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {

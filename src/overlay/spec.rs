@@ -15,7 +15,6 @@ pub const MAX_TAGS: usize = 32;
 /// Longest title, in characters (any script).
 pub const MAX_TITLE_CHARS: usize = 120;
 /// Longest `id` and `product_id`.
-const MAX_ID_BYTES: usize = 128;
 /// Narrowest card, as a fraction of the frame width.
 const MIN_WIDTH: f64 = 0.1;
 /// Shortest window a tag may be shown for, in seconds.
@@ -107,12 +106,12 @@ pub fn validate(tags: &[TagSpec], presets: &Presets, field: &str, errors: &mut V
     }
     for (i, tag) in tags.iter().enumerate() {
         let at = |name: &str| format!("{field}[{i}].{name}");
-        if let Err(m) = check_id(&tag.id) {
+        if let Err(m) = crate::validation::check_id(&tag.id) {
             errors.push(FieldError::new(at("id"), m));
         } else if tags[..i].iter().any(|t| t.id == tag.id) {
             errors.push(FieldError::new(at("id"), "another tag has this id"));
         }
-        if let Err(m) = check_id(&tag.product_id) {
+        if let Err(m) = crate::validation::check_id(&tag.product_id) {
             errors.push(FieldError::new(at("product_id"), m));
         }
         let chars = tag.title.chars().count();
@@ -187,21 +186,6 @@ pub fn validate(tags: &[TagSpec], presets: &Presets, field: &str, errors: &mut V
             }
         }
     }
-}
-
-/// Ids travel into playlists and JSON: a conservative alphabet keeps them safe
-/// in every format without escaping.
-fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
-        return Err(format!("1 to {MAX_ID_BYTES} characters"));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
-    {
-        return Err("only letters, digits, `.`, `_`, `-` and `:`".into());
-    }
-    Ok(())
 }
 
 fn valid_locale(locale: &str) -> bool {

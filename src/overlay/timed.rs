@@ -122,7 +122,7 @@ pub fn webvtt(tags: &[TimedTag]) -> String {
 }
 
 /// Date ranges for `tags`. Quoted values are ids from a safe alphabet (see
-/// `spec::check_id`); the title stays in the sidecar, where any text is safe.
+/// `validation::check_id`); the title stays in the sidecar, where any text is safe.
 pub fn dateranges(tags: &[TimedTag]) -> Vec<DateRange> {
     let mut out: Vec<DateRange> = tags
         .iter()

@@ -1,0 +1,173 @@
+//! Scoped tokens: each token's role decides what it may do, refused with 403
+//! `forbidden` problem JSON; tokens come from `MEDIA_NODE_AUTH_TOKENS` (by
+//! value or by SHA-256, as `media-node token new` prints them) beside the
+//! admin tokens of `MEDIA_NODE_API_TOKEN`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Node, TOKEN};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const READ: &str = "read-token-0123456789";
+const JOBS: &str = "jobs-token-0123456789";
+const LIVE: &str = "live-token-0123456789";
+
+/// `media-node token new`: the token and its JSON entry.
+fn token_new(name: &str, role: &str) -> (String, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_media-node"))
+        .args(["token", "new", "--name", name, "--role", role])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    let token = text
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(": "))
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| panic!("{text}"));
+    let entry: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(text.contains("[[auth.tokens]]"), "{text}");
+    assert!(!text[text.find("[[auth").unwrap()..].contains(&token), "{text}");
+    (token, entry)
+}
+
+async fn call(node: &Node, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = node
+        .client
+        .request(method, node.url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test]
+async fn each_role_may_do_only_what_it_is_for() {
+    let (ops_token, ops_entry) = token_new("ops-dashboard", "read");
+    let tokens = json!([
+        {"name": "reader", "role": "read", "token": READ},
+        {"name": "uploader", "role": "jobs", "token": JOBS},
+        {"name": "studio", "role": "live", "token": LIVE},
+        ops_entry,
+    ]);
+    let node = Node::builder()
+        .env("MEDIA_NODE_AUTH_TOKENS", tokens.to_string())
+        .start()
+        .await;
+    let job = json!({"input": {"key": "in/clip.mp4"}, "probe": true});
+    let stream = json!({"profile": "default"});
+
+    // The admin token of MEDIA_NODE_API_TOKEN still does everything.
+    let (status, body) = call(&node, TOKEN, Method::POST, "/v1/live/streams", Some(stream.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stream_id = body["id"].as_str().unwrap().to_string();
+
+    // read: every GET, nothing else.
+    for token in [READ, ops_token.as_str()] {
+        for path in ["/v1/jobs", "/v1/live/streams", &format!("/v1/live/streams/{stream_id}")] {
+            let (status, body) = call(&node, token, Method::GET, path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+        for (method, path, body) in [
+            (Method::POST, "/v1/jobs".to_string(), Some(job.clone())),
+            (Method::PUT, "/v1/objects/in/clip.mp4".to_string(), None),
+            (Method::POST, "/v1/live/streams".to_string(), Some(stream.clone())),
+            (Method::DELETE, format!("/v1/live/streams/{stream_id}"), None),
+        ] {
+            let (status, answer) = call(&node, token, method.clone(), &path, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+            assert_eq!(answer["code"], "forbidden", "{answer}");
+            assert!(answer["detail"].as_str().unwrap().contains("`read`"), "{answer}");
+        }
+    }
+
+    // jobs: uploads and jobs, no streams.
+    let res = node
+        .client
+        .put(node.url("/v1/objects/in/clip.mp4"))
+        .bearer_auth(JOBS)
+        .body(std::fs::read(common::fixture("webm-vp9-opus-320x180-5s.webm")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (status, body) = call(&node, JOBS, Method::POST, "/v1/jobs", Some(job.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _) = call(&node, JOBS, Method::GET, &format!("/v1/jobs/{}", body["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path) in [
+        (Method::POST, "/v1/live/streams".to_string()),
+        (Method::GET, "/v1/live/streams".to_string()),
+        (Method::DELETE, format!("/v1/live/streams/{stream_id}")),
+    ] {
+        let (status, answer) = call(&node, JOBS, method.clone(), &path, Some(stream.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert_eq!(answer["code"], "forbidden");
+    }
+
+    // live: streams and pins, no jobs or uploads.
+    let (status, body) = call(&node, LIVE, Method::POST, "/v1/live/streams", Some(stream.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (method, path) in [(Method::POST, "/v1/jobs"), (Method::GET, "/v1/jobs"), (Method::PUT, "/v1/objects/in/x.mp4")] {
+        let (status, answer) = call(&node, LIVE, method.clone(), path, Some(job.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+    }
+
+    // An unknown token is still 401, whatever the route.
+    let (status, body) = call(&node, "nobody-0123456789abc", Method::GET, "/v1/jobs", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Refusals are counted like every answer.
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("media_node_http_requests_total") && l.contains("status=\"403\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn scoped_tokens_alone_generate_no_admin_token_and_bad_entries_stop_the_node() {
+    let node = Node::builder()
+        .without_env("MEDIA_NODE_API_TOKEN")
+        .env(
+            "MEDIA_NODE_AUTH_TOKENS",
+            json!([{"name": "reader", "role": "read", "token": READ}]).to_string(),
+        )
+        .start()
+        .await;
+    assert!(!node.data_dir.join("api_token").exists());
+    let (status, _) = call(&node, READ, Method::GET, "/v1/jobs", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (tokens, why) in [
+        (json!([{"name": "a", "role": "read", "token": "short"}]).to_string(), "at least 16"),
+        (json!([{"name": "a", "role": "owner", "token": READ}]).to_string(), "role"),
+        ("[{name = a}]".to_string(), "JSON"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-node"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("MEDIA_NODE_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .arg("check")
+            .current_dir(dir.path())
+            .env("MEDIA_NODE_DATA_DIR", dir.path())
+            .env("MEDIA_NODE_AUTH_TOKENS", &tokens)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{tokens}: {err}");
+        assert!(err.contains("MEDIA_NODE_AUTH_TOKENS") && err.contains(why), "{tokens}: {err}");
+    }
+}
