@@ -1,11 +1,11 @@
-//! The `media-node` command: `serve`, `check`, `config`.
+//! The `media-node` command: `serve`, `check`, `config`, `token new`, ...
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use media_node::check::Verdict;
-use media_node::config::{Config, LogFormat};
+use media_node::config::{Config, LogFormat, Role};
 use media_node::{node, telemetry};
 
 #[derive(Parser)]
@@ -42,6 +42,11 @@ enum Command {
     Config,
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Run one job on a local file without a server; print its result as JSON.
     Process {
         /// The input media file.
@@ -77,6 +82,64 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new token: print it once, and the entry to configure (which
+    /// holds only its SHA-256).
+    New {
+        /// Its name in logs and the audit trail.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: CliRole,
+        /// Bind it to one owner (e.g. `shop:42`).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliRole {
+    Admin,
+    Jobs,
+    Live,
+    Read,
+}
+
+impl From<CliRole> for Role {
+    fn from(role: CliRole) -> Role {
+        match role {
+            CliRole::Admin => Role::Admin,
+            CliRole::Jobs => Role::Jobs,
+            CliRole::Live => Role::Live,
+            CliRole::Read => Role::Read,
+        }
+    }
+}
+
+/// `media-node token new`: the token on its own line, then the entry as TOML
+/// (`[[auth.tokens]]`) and as JSON (`MEDIA_NODE_AUTH_TOKENS`).
+fn token_new(name: &str, role: CliRole, owner: Option<&str>) -> ExitCode {
+    let (token, entry) = match media_node::config::auth::new_token(name, role.into(), owner) {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("media-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let toml = toml::to_string(&entry).unwrap_or_default();
+    let json = serde_json::to_string(&entry).unwrap_or_default();
+    println!("token (shown once; give it to its holder): {token}");
+    println!();
+    println!("# in the configuration file:");
+    println!("[[auth.tokens]]");
+    print!("{toml}");
+    println!();
+    println!("# or an element of the MEDIA_NODE_AUTH_TOKENS array:");
+    println!("{json}");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The child reads everything from its request, nothing from the
@@ -86,6 +149,12 @@ fn main() -> ExitCode {
     }
     if let Command::WorkLive { stream } = &cli.command {
         return media_node::live::worker::child::work_live_main(*stream);
+    }
+    if let Command::Token {
+        action: TokenCommand::New { name, role, owner },
+    } = &cli.command
+    {
+        return token_new(name, *role, owner.as_deref());
     }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -144,6 +213,7 @@ fn main() -> ExitCode {
             } => process(config, input, spec, out, debug_in_process).await,
             Command::Config
             | Command::Openapi
+            | Command::Token { .. }
             | Command::Work { .. }
             | Command::WorkLive { .. } => {
                 unreachable!("handled above")

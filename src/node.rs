@@ -172,15 +172,6 @@ pub fn secret_file(
     Ok((value, true))
 }
 
-fn generate_token() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "mn_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
 /// Every GStreamer element the node and its presets need.
 pub fn required_elements(presets: &Presets) -> Vec<&'static str> {
     let mut all: Vec<&'static str> = media::REQUIRED_ELEMENTS.to_vec();
@@ -234,9 +225,9 @@ pub async fn serve(
         .iter()
         .map(|t| t.expose().to_string())
         .collect();
-    if tokens.is_empty() {
+    if tokens.is_empty() && config.auth.tokens.is_empty() {
         let path = config.data_dir.join(API_TOKEN_FILE);
-        let (token, created) = secret_file(&path, generate_token)
+        let (token, created) = secret_file(&path, crate::config::secret::generate_token)
             .with_context(|| format!("reading or creating {}", path.display()))?;
         if created {
             println!(
@@ -295,7 +286,7 @@ pub async fn serve(
         store,
         metrics,
         wake_workers,
-        tokens: Arc::new(tokens.iter().map(|t| auth::digest(t)).collect()),
+        credentials: Arc::new(auth::credentials(&tokens, &config.auth.tokens)),
         draining: draining.clone(),
         missing_elements: Arc::new(missing),
         presets,
@@ -360,7 +351,7 @@ mod tests {
     fn secret_files_are_created_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        let (first, created) = secret_file(&path, generate_token).unwrap();
+        let (first, created) = secret_file(&path, crate::config::secret::generate_token).unwrap();
         assert!(created);
         assert!(first.len() >= 40);
         let (again, created) = secret_file(&path, || unreachable!()).unwrap();

@@ -31,11 +31,20 @@ fn token_new(name: &str, role: &str) -> (String, Value) {
         .unwrap_or_else(|| panic!("{text}"));
     let entry: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert!(text.contains("[[auth.tokens]]"), "{text}");
-    assert!(!text[text.find("[[auth").unwrap()..].contains(&token), "{text}");
+    assert!(
+        !text[text.find("[[auth").unwrap()..].contains(&token),
+        "{text}"
+    );
     (token, entry)
 }
 
-async fn call(node: &Node, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    node: &Node,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = node
         .client
         .request(method, node.url(path))
@@ -46,7 +55,10 @@ async fn call(node: &Node, token: &str, method: Method, path: &str, body: Option
     let res = req.send().await.unwrap();
     let status = res.status();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
@@ -63,29 +75,51 @@ async fn each_role_may_do_only_what_it_is_for() {
         .start()
         .await;
     let job = json!({"input": {"key": "in/clip.mp4"}, "probe": true});
-    let stream = json!({"profile": "default"});
+    let stream = json!({"name": "Spring launch"});
 
     // The admin token of MEDIA_NODE_API_TOKEN still does everything.
-    let (status, body) = call(&node, TOKEN, Method::POST, "/v1/live/streams", Some(stream.clone())).await;
+    let (status, body) = call(
+        &node,
+        TOKEN,
+        Method::POST,
+        "/v1/live/streams",
+        Some(stream.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let stream_id = body["id"].as_str().unwrap().to_string();
 
     // read: every GET, nothing else.
     for token in [READ, ops_token.as_str()] {
-        for path in ["/v1/jobs", "/v1/live/streams", &format!("/v1/live/streams/{stream_id}")] {
+        for path in [
+            "/v1/jobs",
+            "/v1/live/streams",
+            &format!("/v1/live/streams/{stream_id}"),
+        ] {
             let (status, body) = call(&node, token, Method::GET, path, None).await;
             assert_eq!(status, StatusCode::OK, "{path}: {body}");
         }
         for (method, path, body) in [
             (Method::POST, "/v1/jobs".to_string(), Some(job.clone())),
             (Method::PUT, "/v1/objects/in/clip.mp4".to_string(), None),
-            (Method::POST, "/v1/live/streams".to_string(), Some(stream.clone())),
-            (Method::DELETE, format!("/v1/live/streams/{stream_id}"), None),
+            (
+                Method::POST,
+                "/v1/live/streams".to_string(),
+                Some(stream.clone()),
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/live/streams/{stream_id}"),
+                None,
+            ),
         ] {
             let (status, answer) = call(&node, token, method.clone(), &path, body).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
             assert_eq!(answer["code"], "forbidden", "{answer}");
-            assert!(answer["detail"].as_str().unwrap().contains("`read`"), "{answer}");
+            assert!(
+                answer["detail"].as_str().unwrap().contains("`read`"),
+                "{answer}"
+            );
         }
     }
 
@@ -101,7 +135,14 @@ async fn each_role_may_do_only_what_it_is_for() {
     assert_eq!(res.status(), StatusCode::CREATED);
     let (status, body) = call(&node, JOBS, Method::POST, "/v1/jobs", Some(job.clone())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let (status, _) = call(&node, JOBS, Method::GET, &format!("/v1/jobs/{}", body["id"].as_str().unwrap()), None).await;
+    let (status, _) = call(
+        &node,
+        JOBS,
+        Method::GET,
+        &format!("/v1/jobs/{}", body["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     for (method, path) in [
         (Method::POST, "/v1/live/streams".to_string()),
@@ -114,9 +155,20 @@ async fn each_role_may_do_only_what_it_is_for() {
     }
 
     // live: streams and pins, no jobs or uploads.
-    let (status, body) = call(&node, LIVE, Method::POST, "/v1/live/streams", Some(stream.clone())).await;
+    let (status, body) = call(
+        &node,
+        LIVE,
+        Method::POST,
+        "/v1/live/streams",
+        Some(stream.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    for (method, path) in [(Method::POST, "/v1/jobs"), (Method::GET, "/v1/jobs"), (Method::PUT, "/v1/objects/in/x.mp4")] {
+    for (method, path) in [
+        (Method::POST, "/v1/jobs"),
+        (Method::GET, "/v1/jobs"),
+        (Method::PUT, "/v1/objects/in/x.mp4"),
+    ] {
         let (status, answer) = call(&node, LIVE, method.clone(), path, Some(job.clone())).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
     }
@@ -128,7 +180,9 @@ async fn each_role_may_do_only_what_it_is_for() {
     // Refusals are counted like every answer.
     let metrics = node.metrics().await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("media_node_http_requests_total") && l.contains("status=\"403\"")),
+        metrics.lines().any(
+            |l| l.starts_with("media_node_http_requests_total") && l.contains("status=\"403\"")
+        ),
         "{metrics}"
     );
 }
@@ -148,8 +202,14 @@ async fn scoped_tokens_alone_generate_no_admin_token_and_bad_entries_stop_the_no
     assert_eq!(status, StatusCode::OK);
 
     for (tokens, why) in [
-        (json!([{"name": "a", "role": "read", "token": "short"}]).to_string(), "at least 16"),
-        (json!([{"name": "a", "role": "owner", "token": READ}]).to_string(), "role"),
+        (
+            json!([{"name": "a", "role": "read", "token": "short"}]).to_string(),
+            "at least 16",
+        ),
+        (
+            json!([{"name": "a", "role": "owner", "token": READ}]).to_string(),
+            "role",
+        ),
         ("[{name = a}]".to_string(), "JSON"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -168,6 +228,9 @@ async fn scoped_tokens_alone_generate_no_admin_token_and_bad_entries_stop_the_no
             .unwrap();
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{tokens}: {err}");
-        assert!(err.contains("MEDIA_NODE_AUTH_TOKENS") && err.contains(why), "{tokens}: {err}");
+        assert!(
+            err.contains("MEDIA_NODE_AUTH_TOKENS") && err.contains(why),
+            "{tokens}: {err}"
+        );
     }
 }

@@ -20,6 +20,8 @@ use crate::validation::FieldError;
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("a token of the `{}` role may not do this", .0.as_str())]
+    Forbidden(crate::config::Role),
     #[error("the body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("the body must be `application/json`")]
@@ -96,6 +98,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", "Invalid JSON"),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -273,6 +276,7 @@ mod tests {
         use ApiError::*;
         let all = vec![
             Unauthorized,
+            Forbidden(crate::config::Role::Read),
             InvalidJson(String::new()),
             UnsupportedMediaType,
             PayloadTooLarge(0),
@@ -307,6 +311,7 @@ mod tests {
         for e in &all {
             match e {
                 Unauthorized
+                | Forbidden(_)
                 | InvalidJson(_)
                 | UnsupportedMediaType
                 | PayloadTooLarge(_)

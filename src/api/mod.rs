@@ -44,8 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes an idle worker when a job is enqueued here.
     pub wake_workers: Arc<Notify>,
-    /// SHA-256 digests of the accepted bearer tokens.
-    pub tokens: Arc<Vec<auth::TokenDigest>>,
+    /// The accepted bearer tokens (as digests) and who presents each.
+    pub credentials: Arc<Vec<auth::Credential>>,
     /// Set on shutdown: readiness fails so that load balancers stop sending work.
     pub draining: Arc<AtomicBool>,
     /// GStreamer elements the node needs but cannot find.

@@ -97,6 +97,7 @@ struct CommonErrors;
 impl CommonErrors {
     const V1: &[(&str, &str)] = &[
         ("401", "No or wrong bearer token"),
+        ("403", "`forbidden`: the token's role may not do this"),
         (
             "503",
             "The job store or the object store is unavailable; retry later",

@@ -94,7 +94,9 @@ impl AuthConfig {
             match (&entry.token, &entry.token_sha256) {
                 (Some(token), None) if token.expose().len() >= MIN_TOKEN_LEN => {}
                 (Some(_), None) => {
-                    return Err(at(format!("the token must be at least {MIN_TOKEN_LEN} characters")));
+                    return Err(at(format!(
+                        "the token must be at least {MIN_TOKEN_LEN} characters"
+                    )));
                 }
                 (None, Some(hex)) if parse_sha256(hex).is_some() => {}
                 (None, Some(_)) => return Err(at("token_sha256 must be 64 hex digits".into())),
@@ -167,11 +169,26 @@ mod tests {
     fn bad_entries_are_named() {
         for (json, why) in [
             (r#"[{"name": "a", "role": "read"}]"#, "one of them"),
-            (r#"[{"name": "a", "role": "read", "token": "short"}]"#, "at least 16"),
-            (r#"[{"name": "a", "role": "read", "token_sha256": "abc"}]"#, "64 hex"),
-            (r#"[{"name": "a b", "role": "read", "token": "0123456789abcdef"}]"#, "name"),
-            (r#"[{"name": "a", "role": "read", "owner": "", "token": "0123456789abcdef"}]"#, "owner"),
-            (r#"[{"name": "a", "role": "root", "token": "0123456789abcdef"}]"#, "role"),
+            (
+                r#"[{"name": "a", "role": "read", "token": "short"}]"#,
+                "at least 16",
+            ),
+            (
+                r#"[{"name": "a", "role": "read", "token_sha256": "abc"}]"#,
+                "64 hex",
+            ),
+            (
+                r#"[{"name": "a b", "role": "read", "token": "0123456789abcdef"}]"#,
+                "name",
+            ),
+            (
+                r#"[{"name": "a", "role": "read", "owner": "", "token": "0123456789abcdef"}]"#,
+                "owner",
+            ),
+            (
+                r#"[{"name": "a", "role": "root", "token": "0123456789abcdef"}]"#,
+                "role",
+            ),
             (
                 r#"[{"name": "a", "role": "read", "token": "0123456789abcdef"},
                     {"name": "a", "role": "jobs", "token": "0123456789abcdeg"}]"#,
@@ -190,7 +207,10 @@ mod tests {
         assert!(token.starts_with("mn_") && token.len() >= 40);
         assert!(entry.token.is_none());
         let digest = parse_sha256(entry.token_sha256.as_deref().unwrap()).unwrap();
-        assert_eq!(digest, <[u8; 32]>::from(sha2::Sha256::digest(token.as_bytes())));
+        assert_eq!(
+            digest,
+            <[u8; 32]>::from(sha2::Sha256::digest(token.as_bytes()))
+        );
         AuthConfig {
             tokens: vec![entry],
         }

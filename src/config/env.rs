@@ -19,6 +19,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("log_", "log"),
     ("live_", "live"),
     ("media_", "media"),
+    ("auth_", "auth"),
 ];
 
 /// Variables read by the CLI itself rather than by the settings.
@@ -70,6 +71,7 @@ mod tests {
             ("srt_listen", "srt_listen"),
             ("live_spool_max_bytes", "live.spool_max_bytes"),
             ("media_cors_origins", "media.cors_origins"),
+            ("auth_tokens", "auth.tokens"),
         ] {
             assert_eq!(setting_for(var), setting);
             assert_eq!(

@@ -5,6 +5,7 @@
 //! duration or a size carries its unit in its name (`lease_ms`, `max_upload_bytes`).
 //! The full reference with every environment variable lives in `docs/configuration.md`.
 
+pub mod auth;
 mod env;
 pub mod media;
 pub mod secret;
@@ -17,6 +18,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, Role, TokenEntry};
 pub use media::{CorsOrigins, MediaConfig};
 pub use secret::{Secret, Secrets};
 
@@ -89,9 +91,11 @@ pub struct Config {
     /// it stays the same across restarts and differs between two nodes on one
     /// host.
     pub node_id: Option<String>,
-    /// Bearer tokens accepted on `/v1`. Empty: one is generated on first start and
-    /// kept in `{data_dir}/api_token`.
+    /// Admin bearer tokens accepted on `/v1`. Empty, and no `auth.tokens`:
+    /// one is generated on first start and kept in `{data_dir}/api_token`.
     pub api_token: Secrets,
+    /// Scoped tokens: a name, a role and optionally an owner each.
+    pub auth: AuthConfig,
     /// Object store backend.
     pub store: StoreKind,
     /// A folder laid out like the repository's `pipelines/` whose presets add to or
@@ -125,6 +129,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             node_id: None,
             api_token: Secrets::default(),
+            auth: AuthConfig::default(),
             store: StoreKind::Fs,
             pipelines_dir: None,
             tag_fonts: FontFiles::default(),
@@ -604,6 +609,9 @@ impl Config {
                 ));
             }
         }
+        self.auth
+            .validate()
+            .map_err(|e| invalid("auth.tokens", "MEDIA_NODE_AUTH_TOKENS", e))?;
         for token in self.api_token.iter() {
             if token.expose().len() < 16 {
                 return Err(invalid(

@@ -120,6 +120,15 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// A new random API token: `mn_` and 32 random bytes in URL-safe base64.
+pub fn generate_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "mn_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 /// A new random webhook signing secret in the Standard Webhooks format:
 /// `whsec_` and 32 random bytes in base64.
 pub fn generate_webhook_secret() -> String {
