@@ -234,3 +234,144 @@ async fn scoped_tokens_alone_generate_no_admin_token_and_bad_entries_stop_the_no
         );
     }
 }
+
+/// A token bound to an owner makes things only for its owner and sees only
+/// its owner's: another owner's job answers 404 (also in lists), another
+/// owner's upload is refused at submit as a missing one, and cannot be
+/// replaced.
+#[tokio::test]
+async fn owner_bound_tokens_see_and_touch_only_their_owners_jobs_and_uploads() {
+    const SHOP42: &str = "shop42-token-0123456789";
+    const SHOP7: &str = "shop7-token-0123456789";
+    const WATCH42: &str = "watch42-token-012345678";
+    let node = Node::builder()
+        .env(
+            "MEDIA_NODE_AUTH_TOKENS",
+            json!([
+                {"name": "shop-42", "role": "jobs", "owner": "shop:42", "token": SHOP42},
+                {"name": "shop-7", "role": "jobs", "owner": "shop:7", "token": SHOP7},
+                {"name": "watch-42", "role": "read", "owner": "shop:42", "token": WATCH42},
+            ])
+            .to_string(),
+        )
+        .start()
+        .await;
+    let clip = std::fs::read(common::fixture("webm-vp9-opus-320x180-5s.webm")).unwrap();
+    let upload = |token: &'static str, key: &'static str| {
+        let (node, clip) = (&node, clip.clone());
+        async move {
+            let res = node
+                .client
+                .put(node.url(&format!("/v1/objects/{key}")))
+                .bearer_auth(token)
+                .body(clip)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        upload(SHOP42, "shop42/clip.webm").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        upload(SHOP7, "shop7/clip.webm").await.0,
+        StatusCode::CREATED
+    );
+    let probe = |key: &str| json!({"input": {"key": key}, "probe": true});
+
+    // Its jobs get its owner; asking for another owner is refused.
+    let (status, job) = call(
+        &node,
+        SHOP42,
+        Method::POST,
+        "/v1/jobs",
+        Some(probe("shop42/clip.webm")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["owner"], "shop:42");
+    assert_eq!(job["spec"]["owner"], "shop:42");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut other = probe("shop42/clip.webm");
+    other["owner"] = json!("shop:7");
+    let (status, body) = call(&node, SHOP42, Method::POST, "/v1/jobs", Some(other)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Another owner's job is not there for shop 7, in any way.
+    for (method, path) in [
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+    ] {
+        let (status, body) = call(&node, SHOP7, method, &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["code"], "job_not_found");
+    }
+    for path in ["/v1/jobs", "/v1/jobs?owner=shop:42"] {
+        let (status, list) = call(&node, SHOP7, Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            list["jobs"].as_array().unwrap().is_empty(),
+            "{path}: {list}"
+        );
+    }
+    // Nor its upload: refused at submit as a missing key is, and not replaceable.
+    let (status, body) = call(
+        &node,
+        SHOP7,
+        Method::POST,
+        "/v1/jobs",
+        Some(probe("shop42/clip.webm")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "object_not_found");
+    let (status, missing) = call(
+        &node,
+        SHOP7,
+        Method::POST,
+        "/v1/jobs",
+        Some(probe("nobody/clip.webm")),
+    )
+    .await;
+    assert_eq!(
+        (status, &missing["code"]),
+        (StatusCode::NOT_FOUND, &body["code"])
+    );
+    let (status, body) = upload(SHOP7, "shop42/clip.webm").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "key_conflict");
+    // Its own upload works.
+    let (status, body) = call(
+        &node,
+        SHOP7,
+        Method::POST,
+        "/v1/jobs",
+        Some(probe("shop7/clip.webm")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["owner"], "shop:7");
+
+    // A read token bound to shop 42 sees shop 42's job and only it; the admin
+    // sees both and filters by owner.
+    let (_, list) = call(&node, WATCH42, Method::GET, "/v1/jobs", None).await;
+    let ids: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{list}");
+    let (_, all) = call(&node, TOKEN, Method::GET, "/v1/jobs", None).await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
+    let (_, theirs) = call(&node, TOKEN, Method::GET, "/v1/jobs?owner=shop:7", None).await;
+    assert_eq!(theirs["jobs"].as_array().unwrap().len(), 1, "{theirs}");
+    assert_eq!(theirs["jobs"][0]["owner"], "shop:7");
+    let done = node
+        .wait_done(&id, std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}

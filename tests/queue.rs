@@ -82,6 +82,7 @@ fn new_job(key: Option<(&str, &str)>) -> NewJob {
         spec: json!({"input": {"key": "a"}, "probe": true}),
         callback_url: None,
         max_attempts: 3,
+        owner: None,
         idempotency: key.map(|(k, h)| (k.to_string(), h.to_string())),
     }
 }
@@ -259,6 +260,7 @@ async fn list_pages_newest_first(q: &dyn JobQueue) {
             status: None,
             limit: 2,
             before: None,
+            owner: None,
         })
         .await
         .unwrap();
@@ -271,12 +273,30 @@ async fn list_pages_newest_first(q: &dyn JobQueue) {
             status: Some(JobStatus::Queued),
             limit: 10,
             before: Some(ids[3]),
+            owner: None,
         })
         .await
         .unwrap();
     assert_eq!(next.len(), 3);
+    // An owner's jobs, and nobody else's.
+    let mut owned = new_job(None);
+    owned.owner = Some("shop:42".into());
+    let Enqueued::Created(owned) = q.enqueue(owned).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(owned.owner.as_deref(), Some("shop:42"));
+    let theirs = q
+        .list(&ListFilter {
+            status: None,
+            limit: 10,
+            before: None,
+            owner: Some("shop:42".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(theirs.iter().map(|j| j.id).collect::<Vec<_>>(), [owned.id]);
     let counts = q.status_counts().await.unwrap();
-    assert!(counts.contains(&(JobStatus::Queued, 5)));
+    assert!(counts.contains(&(JobStatus::Queued, 6)));
 }
 
 /// A holder whose lease expired and whose job was claimed again, even by a

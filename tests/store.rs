@@ -41,6 +41,7 @@ async fn suite(store: &dyn Store, tmp: &Path) {
         content_type: Some("application/json".into()),
         cache_control: Some("max-age=60".into()),
         visibility: Visibility::Public,
+        owner: Some("shop:42".into()),
     };
     store
         .put_bytes(&k, Bytes::from_static(b"{\"a\":1}"), &opts)
@@ -58,6 +59,7 @@ async fn suite(store: &dyn Store, tmp: &Path) {
     assert_eq!(info.size, 7);
     assert_eq!(info.content_type.as_deref(), Some("application/json"));
     assert_eq!(info.cache_control.as_deref(), Some("max-age=60"));
+    assert_eq!(info.owner.as_deref(), Some("shop:42"));
     assert_eq!(info.visibility, Visibility::Public);
 
     // Overwriting replaces data and metadata; default visibility is private.

@@ -158,7 +158,10 @@ pub async fn require_bearer(
     let permission = required(req.method(), &route);
     if !principal.role.allows(permission) {
         tracing::info!(token = %principal.name, role = principal.role.as_str(), %route, "refused: role");
-        return Err(ApiError::Forbidden(principal.role));
+        return Err(ApiError::Forbidden(format!(
+            "a token of the `{}` role may not do this",
+            principal.role.as_str()
+        )));
     }
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)

@@ -20,8 +20,9 @@ use crate::validation::FieldError;
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
-    #[error("a token of the `{}` role may not do this", .0.as_str())]
-    Forbidden(crate::config::Role),
+    /// The caller's token may not do this; says why (its role, its owner).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("the body must be `application/json`")]
@@ -276,7 +277,7 @@ mod tests {
         use ApiError::*;
         let all = vec![
             Unauthorized,
-            Forbidden(crate::config::Role::Read),
+            Forbidden(String::new()),
             InvalidJson(String::new()),
             UnsupportedMediaType,
             PayloadTooLarge(0),

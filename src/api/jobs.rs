@@ -1,7 +1,7 @@
 //! `/v1/jobs`: enqueue, read, list and cancel jobs.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Principal;
 use super::error::{ApiError, Problem};
 use super::extract::ValidJson;
+use super::owner;
 use crate::jobs::model::{JobStatus, JobView};
 use crate::jobs::queue::{CancelOutcome, Enqueued, ListFilter, NewJob};
 use crate::jobs::spec::{JobSpec, ValidationContext};
@@ -42,6 +44,7 @@ const MAX_PAGE: u32 = 100;
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     headers: HeaderMap,
     body: ValidJson<JobSpec>,
 ) -> Result<Response, ApiError> {
@@ -60,12 +63,16 @@ pub async fn create(
             Some(key.to_string())
         }
     };
-    let spec = body.value;
+    let mut spec = body.value;
+    spec.owner = caller.owner_for(spec.owner.take())?;
     spec.validate(&ValidationContext {
         allow_private_callbacks: state.config.webhooks.allow_private,
         presets: &state.presets,
     })
     .map_err(ApiError::validation)?;
+    // A bound token's job may read only its owner's objects; another's
+    // answers exactly as a missing one.
+    owner::check_objects(&caller, state.store.as_ref(), spec.objects()).await?;
 
     // The stored spec is the typed one re-serialised: canonical, and free of
     // anything the node did not accept.
@@ -81,13 +88,14 @@ pub async fn create(
             spec: spec_json,
             callback_url: spec.callback_url.clone(),
             max_attempts: state.config.jobs.max_attempts,
+            owner: spec.owner.clone(),
             idempotency,
         })
         .await?;
     let (job, replayed) = match outcome {
         Enqueued::Created(job) => {
             state.wake_workers.notify_one();
-            tracing::info!(job_id = %job.id, "job enqueued");
+            tracing::info!(job_id = %job.id, token = %caller.name, "job enqueued");
             (job, false)
         }
         Enqueued::Existing(job) => (job, true),
@@ -117,11 +125,26 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::JobNotFound)?;
-    let job = state.queue.get(id).await?.ok_or(ApiError::JobNotFound)?;
+    let job = visible_job(&state, &caller, &id).await?;
     Ok(Json(JobView::from(&job)))
+}
+
+/// The job `id`, if it exists and the caller may see it; 404 otherwise.
+async fn visible_job(
+    state: &AppState,
+    caller: &Principal,
+    id: &str,
+) -> Result<crate::jobs::model::Job, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::JobNotFound)?;
+    state
+        .queue
+        .get(id)
+        .await?
+        .filter(|job| caller.sees(job.owner.as_deref()))
+        .ok_or(ApiError::JobNotFound)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -133,6 +156,9 @@ pub struct ListQuery {
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only this owner's jobs.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    owner: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -156,6 +182,7 @@ pub struct JobList {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
@@ -180,12 +207,20 @@ pub async fn list(
                 .map_err(|_| ApiError::InvalidQuery("cursor is not one this API gave".into()))?,
         ),
     };
+    let owner::ListScope::Owner(owner) = caller.list_scope(query.owner) else {
+        // A bound token asking for another owner's jobs: there are none.
+        return Ok(Json(JobList {
+            jobs: Vec::new(),
+            next_cursor: None,
+        }));
+    };
     let jobs = state
         .queue
         .list(&ListFilter {
             status,
             limit,
             before,
+            owner,
         })
         .await?;
     let next_cursor = (jobs.len() == limit as usize)
@@ -215,9 +250,10 @@ pub async fn list(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::JobNotFound)?;
+    let id = visible_job(&state, &caller, &id).await?.id;
     let outcome = state.queue.cancel(id).await?.ok_or(ApiError::JobNotFound)?;
     Ok(match outcome {
         CancelOutcome::Canceled(job) => (StatusCode::OK, Json(JobView::from(&job))).into_response(),

@@ -15,6 +15,7 @@ mod live;
 mod media;
 mod objects;
 pub mod openapi;
+mod owner;
 mod player;
 
 use std::sync::Arc;

@@ -5,13 +5,15 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::auth::Principal;
 use super::error::{ApiError, Problem};
 use crate::store::{ObjectKey, PutOptions, Visibility, content_type_for};
 
@@ -19,6 +21,16 @@ use crate::store::{ObjectKey, PutOptions, Visibility, content_type_for};
 pub struct ObjectView {
     pub key: String,
     pub size: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PutQuery {
+    /// Whose upload it is (`shop:42`). A token bound to an owner uploads for
+    /// it, whatever is given here (another owner is refused with 403).
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    owner: Option<String>,
 }
 
 /// The bytes of an upload, as they are. A type for the OpenAPI document
@@ -43,12 +55,12 @@ pub(super) fn parse_key(path: Result<Path<String>, PathRejection>) -> Result<Obj
     put, path = "/v1/objects/{key}", tag = "objects",
     params(("key" = String, Path, description = "Object key, e.g. `uploads/clip.mp4`: \
         `/`-separated segments, none empty, `.` or `..`, over 250 bytes, or with a backslash \
-        or a control character; at most 900 bytes", max_length = 900, pattern = r"^(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+)(?:/(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+))*$")),
+        or a control character; at most 900 bytes", max_length = 900, pattern = r"^(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+)(?:/(?:[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.[^./\\\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*|\.\.[^/\\\u0000-\u001f\u007f-\u009f]+))*$"), PutQuery),
     request_body(content = UploadBody, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = ObjectView),
         (status = 400, description = "Invalid key", body = Problem),
-        (status = 409, description = "`key_conflict`: the key is a folder of an existing key, or has one as its folder (the filesystem store cannot hold `a` beside `a/b`)", body = Problem),
+        (status = 409, description = "`key_conflict`: the key is a folder of an existing key, or has one as its folder (the filesystem store cannot hold `a` beside `a/b`), or, for a token bound to an owner, another owner's object", body = Problem),
         (status = 413, description = "Larger than `limits.max_upload_bytes`", body = Problem),
         (status = 503, description = "Object store unavailable", body = Problem),
     ),
@@ -56,11 +68,28 @@ pub(super) fn parse_key(path: Result<Path<String>, PathRejection>) -> Result<Obj
 )]
 pub async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ObjectView>), ApiError> {
     let key = parse_key(path)?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    if let Some(owner) = &query.owner {
+        crate::validation::check_id(owner)
+            .map_err(|e| ApiError::InvalidQuery(format!("owner: {e}")))?;
+    }
+    let owner = caller.owner_for(query.owner)?;
+    // A bound token may not replace another owner's object.
+    if caller.owner.is_some()
+        && let Some(existing) = state.store.head(&key).await?
+        && !caller.sees(existing.owner.as_deref())
+    {
+        return Err(ApiError::KeyConflict(format!(
+            "the key `{key}` is taken: upload below a key of your own"
+        )));
+    }
     let max = state.config.limits.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -86,10 +115,11 @@ pub async fn put(
                 content_type: Some(content_type),
                 cache_control: None,
                 visibility: Visibility::Private,
+                owner: owner.clone(),
             },
         )
         .await?;
-    tracing::info!(key = %key, size, "object uploaded");
+    tracing::info!(key = %key, size, owner = owner.as_deref().unwrap_or(""), token = %caller.name, "object uploaded");
     Ok((
         StatusCode::CREATED,
         Json(ObjectView {

@@ -81,6 +81,8 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// The node running the job, or that ran its last attempt.
     pub node: Option<String>,
+    /// Whose job it is (`shop:42`), if anyone's.
+    pub owner: Option<String>,
 }
 
 /// What a succeeded job made: the job view's `result`.
@@ -149,6 +151,9 @@ pub struct JobView {
     /// its settings). Absent until the job first runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Whose job it is (`shop:42`); absent for nobody's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -168,6 +173,7 @@ impl From<&Job> for JobView {
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
             node: job.node.clone(),
+            owner: job.owner.clone(),
         }
     }
 }

@@ -44,6 +44,12 @@ pub struct JobSpec {
     /// Where to POST the job view when the job ends (Standard Webhooks signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Whose job it is (`shop:42`, `creator:7`): letters, digits, `.`, `_`,
+    /// `-`, `:`. Lists filter by it (`?owner=`). A token bound to an owner
+    /// submits for that owner, whatever is given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "shop:42", pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub owner: Option<String>,
     /// Test-only behaviours (slow, failing or panicking runs).
     #[cfg(feature = "test-support")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +133,11 @@ pub struct ValidationContext<'a> {
 impl JobSpec {
     /// Checks what serde cannot: that the job asks for some work, and that its
     /// callback may be called.
+    /// Every stored object the job reads: its input and its tags' images.
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectKey> {
+        std::iter::once(&self.input.key).chain(self.tags.iter().filter_map(|t| t.image.as_ref()))
+    }
+
     pub fn validate(&self, ctx: &ValidationContext) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.has_work() {

@@ -118,6 +118,7 @@ async fn store_poster(deps: &PosterDeps, stream: Uuid, jpeg: Bytes) {
         content_type: Some("image/jpeg".into()),
         cache_control: Some(POSTER_CACHE.into()),
         visibility: Visibility::Public,
+        owner: None,
     };
     let bytes = jpeg.len();
     match deps.store.put_bytes(&key, jpeg, &opts).await {

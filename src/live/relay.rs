@@ -639,5 +639,6 @@ fn segment_options(cache: &str, content_type: &str) -> PutOptions {
         content_type: Some(content_type.to_string()),
         cache_control: Some(cache.to_string()),
         visibility: Visibility::Public,
+        owner: None,
     }
 }

@@ -36,6 +36,8 @@ struct Meta {
     cache_control: Option<String>,
     #[serde(default)]
     visibility: Visibility,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 impl FsStore {
@@ -107,6 +109,7 @@ impl FsStore {
             content_type: opts.content_type.clone(),
             cache_control: opts.cache_control.clone(),
             visibility: opts.visibility,
+            owner: opts.owner.clone(),
         };
         let meta_path = self.meta_path(key);
         let meta_json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
@@ -293,6 +296,7 @@ impl Store for FsStore {
             content_type: meta.content_type,
             cache_control: meta.cache_control,
             visibility: meta.visibility,
+            owner: meta.owner,
         }))
     }
 

@@ -44,6 +44,9 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
     pub visibility: Visibility,
+    /// Whose object it is (`shop:42`): kept with it, so owner-bound tokens
+    /// see only their own.
+    pub owner: Option<String>,
 }
 
 impl PutOptions {
@@ -53,6 +56,7 @@ impl PutOptions {
             content_type: Some(content_type_for(key.as_str()).to_string()),
             cache_control: None,
             visibility: Visibility::Public,
+            owner: None,
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
     pub visibility: Visibility,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

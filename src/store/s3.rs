@@ -32,6 +32,8 @@ use super::{
 use crate::config::{ChecksumMode, S3Config, SseMode};
 
 const VISIBILITY_META: &str = "visibility";
+/// Whose object it is (`x-amz-meta-owner`), when anyone's.
+const OWNER_META: &str = "owner";
 /// Readiness checks must answer quickly even when the store hangs.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -143,6 +145,19 @@ impl S3Store {
         format!("{}{}", self.prefix, key.as_str())
     }
 
+    /// The user metadata an object is written with: its visibility and owner.
+    fn metadata(opts: &PutOptions) -> Option<std::collections::HashMap<String, String>> {
+        let mut meta = std::collections::HashMap::new();
+        meta.insert(
+            VISIBILITY_META.to_string(),
+            visibility_str(opts.visibility).to_string(),
+        );
+        if let Some(owner) = &opts.owner {
+            meta.insert(OWNER_META.to_string(), owner.clone());
+        }
+        Some(meta)
+    }
+
     fn visibility_of(meta: Option<&std::collections::HashMap<String, String>>) -> Visibility {
         match meta
             .and_then(|m| m.get(VISIBILITY_META))
@@ -165,7 +180,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .body(body)
-            .metadata(VISIBILITY_META, visibility_str(opts.visibility))
+            .set_metadata(Self::metadata(opts))
             .set_content_type(opts.content_type.clone())
             .set_cache_control(opts.cache_control.clone());
         if let Some(sse) = &self.sse {
@@ -188,7 +203,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full_key)
-            .metadata(VISIBILITY_META, visibility_str(opts.visibility))
+            .set_metadata(Self::metadata(opts))
             .set_content_type(opts.content_type.clone())
             .set_cache_control(opts.cache_control.clone());
         if let Some(sse) = &self.sse {
@@ -453,6 +468,7 @@ impl Store for S3Store {
                 content_type: out.content_type().map(str::to_string),
                 cache_control: out.cache_control().map(str::to_string),
                 visibility: Self::visibility_of(out.metadata()),
+                owner: out.metadata().and_then(|m| m.get(OWNER_META)).cloned(),
             })),
             Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Ok(None),
             Err(e) => match sdk_error(key, e) {

@@ -62,6 +62,8 @@ pub struct NewJob {
     pub spec: Value,
     pub callback_url: Option<String>,
     pub max_attempts: u32,
+    /// Whose job it is (`shop:42`), for owner-bound tokens and erasure.
+    pub owner: Option<String>,
     /// Client-chosen key making the submission idempotent, with the hash of the body
     /// it came with.
     pub idempotency: Option<(String, String)>,
@@ -82,6 +84,8 @@ pub struct ListFilter {
     pub limit: u32,
     /// Return jobs older than this one (ids are time-ordered UUIDv7).
     pub before: Option<Uuid>,
+    /// Only this owner's jobs.
+    pub owner: Option<String>,
 }
 
 /// The node of a lease owner: owners are `{node id}/{worker}`.

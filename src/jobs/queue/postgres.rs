@@ -42,7 +42,8 @@ const JOBS_CHANNEL: &str = "media_node_jobs";
 const WEBHOOKS_CHANNEL: &str = "media_node_webhooks";
 
 /// Schema changes, applied in order once each. Never edit a released entry: add one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id               TEXT COLLATE "C" PRIMARY KEY,
     spec             TEXT NOT NULL,
@@ -94,7 +95,12 @@ BEGIN
 END $$;
 CREATE TRIGGER webhook_added AFTER INSERT ON webhook_deliveries
     FOR EACH ROW EXECUTE FUNCTION media_node_notify_webhooks();
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+CREATE INDEX jobs_owner_id ON jobs (owner, id);
+"#,
+];
 
 /// How long the wake-up relay waits before listening again after an error.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -191,8 +197,8 @@ impl JobQueue for PostgresQueue {
         let (key, hash) = job.idempotency.clone().unzip();
         let inserted = sqlx::query(&format!(
             "INSERT INTO jobs (id, spec, status, max_attempts, callback_url, idempotency_key, \
-                 request_hash, run_after, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6, {NOW}, {NOW}, {NOW}) \
+                 request_hash, run_after, created_at, updated_at, owner) \
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, {NOW}, {NOW}, {NOW}, $7) \
              ON CONFLICT (idempotency_key) DO NOTHING \
              RETURNING {JOB_COLUMNS}"
         ))
@@ -202,6 +208,7 @@ impl JobQueue for PostgresQueue {
         .bind(&job.callback_url)
         .bind(&key)
         .bind(&hash)
+        .bind(&job.owner)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {
@@ -233,12 +240,14 @@ impl JobQueue for PostgresQueue {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs \
              WHERE ($1::TEXT IS NULL OR status = $1) AND ($2::TEXT IS NULL OR id < $2) \
+                 AND ($4::TEXT IS NULL OR owner = $4) \
              ORDER BY id DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.before.map(|id| id.to_string()))
             .bind(i64::from(filter.limit))
+            .bind(&filter.owner)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()

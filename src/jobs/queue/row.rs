@@ -12,7 +12,7 @@ use crate::jobs::model::{Job, JobErrorInfo, JobStatus};
 /// The columns of a job row, in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, spec, status, progress, attempts, max_attempts, \
     error_code, error_message, result, callback_url, cancel_requested, lease_owner, \
-    lease_expires_at, run_after, created_at, updated_at, started_at, finished_at, node";
+    lease_expires_at, run_after, created_at, updated_at, started_at, finished_at, node, owner";
 
 /// The columns of a claimed webhook delivery.
 pub(super) const DELIVERY_COLUMNS: &str = "id, job_id, url, attempts";
@@ -100,6 +100,7 @@ pub(super) fn job_from_row(row: &impl StoreRow) -> QueueResult<Job> {
         started_at: row.opt_int("started_at")?,
         finished_at: row.opt_int("finished_at")?,
         node: row.opt_text("node")?,
+        owner: row.opt_text("owner")?,
     })
 }
 

@@ -65,6 +65,10 @@ CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);
     r#"
 ALTER TABLE jobs ADD COLUMN node TEXT;
 "#,
+    r#"
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+CREATE INDEX jobs_owner_id ON jobs (owner, id);
+"#,
 ];
 
 pub struct SqliteQueue {
@@ -136,8 +140,9 @@ impl JobQueue for SqliteQueue {
         };
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, spec, status, progress, attempts, max_attempts, callback_url, \
-             cancel_requested, idempotency_key, request_hash, run_after, created_at, updated_at) \
-             VALUES (?, ?, 'queued', 0, 0, ?, ?, 0, ?, ?, ?, ?, ?) \
+             cancel_requested, idempotency_key, request_hash, run_after, created_at, updated_at, \
+             owner) \
+             VALUES (?, ?, 'queued', 0, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(job.id.to_string())
@@ -149,6 +154,7 @@ impl JobQueue for SqliteQueue {
         .bind(now)
         .bind(now)
         .bind(now)
+        .bind(&job.owner)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -184,12 +190,14 @@ impl JobQueue for SqliteQueue {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2) \
+                 AND (?4 IS NULL OR owner = ?4) \
              ORDER BY id DESC LIMIT ?3"
         );
         let rows = sqlx::query(&sql)
             .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.before.map(|id| id.to_string()))
             .bind(i64::from(filter.limit))
+            .bind(&filter.owner)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()

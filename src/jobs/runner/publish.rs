@@ -101,6 +101,7 @@ async fn upload_one(
             .to_string(),
         ),
         visibility: Visibility::Public,
+        owner: None,
     };
     ctx.store.put_file(&key, &file.path, &opts).await?;
     state

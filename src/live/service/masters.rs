@@ -201,6 +201,7 @@ impl LiveService {
                     content_type: Some("application/vnd.apple.mpegurl".into()),
                     cache_control: Some(cache.into()),
                     visibility: crate::store::Visibility::Public,
+                    owner: None,
                 },
             )
             .await
