@@ -76,15 +76,7 @@ async fn the_served_document_holds_for_generated_requests() {
     );
     // A run that tested nothing would also exit 0: every operation of the
     // served document was tested.
-    let doc: serde_json::Value = node
-        .client
-        .get(node.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = node.get_json("/openapi.json").await;
     let operations: usize = doc["paths"]
         .as_object()
         .unwrap()

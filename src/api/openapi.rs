@@ -129,27 +129,36 @@ impl CommonErrors {
     }
 }
 
+/// Every operation of the document, with its path.
+fn operations_mut(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&String, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        .map(move |operation| (path, operation))
+    })
+}
+
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if path.starts_with("/v1/") {
-                    Self::add(operation, Self::V1);
-                }
-                let json_body = operation
-                    .request_body
-                    .as_ref()
-                    .is_some_and(|b| b.content.contains_key("application/json"));
-                if json_body {
-                    Self::add(operation, Self::JSON_BODY);
-                }
+        for (path, operation) in operations_mut(openapi) {
+            if path.starts_with("/v1/") {
+                Self::add(operation, Self::V1);
+            }
+            let json_body = operation
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            if json_body {
+                Self::add(operation, Self::JSON_BODY);
             }
         }
     }
@@ -165,27 +174,18 @@ struct ProblemJson;
 impl Modify for ProblemJson {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let problem = Ref::from_schema_name("Problem").ref_location;
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                for response in operation.responses.responses.values_mut() {
-                    let RefOr::T(response) = response else {
-                        continue;
-                    };
-                    let is_problem = response.content.get("application/json").is_some_and(
-                        |c| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == problem),
-                    );
-                    if is_problem
-                        && let Some(content) = response.content.shift_remove("application/json")
-                    {
-                        response.content.insert(PROBLEM_JSON.to_string(), content);
-                    }
+        for (_, operation) in operations_mut(openapi) {
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                let is_problem = response.content.get("application/json").is_some_and(
+                    |c| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == problem),
+                );
+                if is_problem
+                    && let Some(content) = response.content.shift_remove("application/json")
+                {
+                    response.content.insert(PROBLEM_JSON.to_string(), content);
                 }
             }
         }
