@@ -257,11 +257,13 @@ async fn owner_bound_tokens_see_and_touch_only_their_owners_jobs_and_uploads() {
         .start()
         .await;
     let clip = std::fs::read(common::fixture("webm-vp9-opus-320x180-5s.webm")).unwrap();
+    // Each upload on a connection of its own: a refused one is answered
+    // before its body is read, and the server then closes the connection,
+    // which a pooled client could otherwise pick for the next request.
     let upload = |token: &'static str, key: &'static str| {
         let (node, clip) = (&node, clip.clone());
         async move {
-            let res = node
-                .client
+            let res = reqwest::Client::new()
                 .put(node.url(&format!("/v1/objects/{key}")))
                 .bearer_auth(token)
                 .body(clip)
@@ -374,4 +376,101 @@ async fn owner_bound_tokens_see_and_touch_only_their_owners_jobs_and_uploads() {
         .wait_done(&id, std::time::Duration::from_secs(60))
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+/// Streams too: a live token bound to a creator makes streams for that
+/// creator and sees no one else's.
+#[tokio::test]
+async fn owner_bound_live_tokens_see_and_touch_only_their_owners_streams() {
+    const ANA: &str = "ana-live-token-0123456789";
+    const BO: &str = "bo-live-token-01234567890";
+    let node = Node::builder()
+        .env(
+            "MEDIA_NODE_AUTH_TOKENS",
+            json!([
+                {"name": "ana", "role": "live", "owner": "creator:7", "token": ANA},
+                {"name": "bo", "role": "live", "owner": "creator:8", "token": BO},
+            ])
+            .to_string(),
+        )
+        .start()
+        .await;
+    let (status, created) = call(
+        &node,
+        ANA,
+        Method::POST,
+        "/v1/live/streams",
+        Some(json!({"name": "Ana live"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["owner"], "creator:7");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, body) = call(
+        &node,
+        ANA,
+        Method::POST,
+        "/v1/live/streams",
+        Some(json!({"name": "x", "owner": "creator:8"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let pin = json!({"id": "p1", "product_id": "sku-1", "title": "Mug", "price": {"amount": "9.90", "currency": "EUR"}, "position": {"x": 0.1, "y": 0.1, "width": 0.3}});
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/live/streams/{id}"), None),
+        (Method::GET, format!("/v1/live/streams/{id}/pins"), None),
+        (
+            Method::POST,
+            format!("/v1/live/streams/{id}/pins"),
+            Some(pin.clone()),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/live/streams/{id}/pins/p1"),
+            None,
+        ),
+        (Method::DELETE, format!("/v1/live/streams/{id}"), None),
+    ] {
+        let (status, answer) = call(&node, BO, method.clone(), &path, body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+        assert_eq!(answer["code"], "stream_not_found", "{answer}");
+    }
+    for path in ["/v1/live/streams", "/v1/live/streams?owner=creator:7"] {
+        let (_, list) = call(&node, BO, Method::GET, path, None).await;
+        assert!(
+            list["streams"].as_array().unwrap().is_empty(),
+            "{path}: {list}"
+        );
+    }
+    let (status, _) = call(
+        &node,
+        ANA,
+        Method::POST,
+        &format!("/v1/live/streams/{id}/pins"),
+        Some(pin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, mine) = call(&node, ANA, Method::GET, "/v1/live/streams", None).await;
+    assert_eq!(mine["streams"].as_array().unwrap().len(), 1, "{mine}");
+    let (_, all) = call(
+        &node,
+        TOKEN,
+        Method::GET,
+        "/v1/live/streams?owner=creator:7",
+        None,
+    )
+    .await;
+    assert_eq!(all["streams"][0]["id"], id.as_str(), "{all}");
+    let (status, ended) = call(
+        &node,
+        ANA,
+        Method::DELETE,
+        &format!("/v1/live/streams/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!(ended["state"], "ended");
 }

@@ -24,7 +24,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 async fn new_stream(reg: &dyn StreamRegistry) -> Uuid {
     let id = Uuid::now_v7();
-    reg.create(id, "s", "default", key::generate().digest)
+    reg.create(id, "s", "default", key::generate().digest, None)
         .await
         .unwrap();
     id
@@ -193,11 +193,25 @@ async fn a_stream_goes_idle_live_ended_and_its_key_dies_with_it(reg: &dyn Stream
     let new = key::generate();
     let id = Uuid::now_v7();
     let s = reg
-        .create(id, "launch", "default", new.digest)
+        .create(id, "launch", "default", new.digest, Some("creator:7"))
         .await
         .unwrap();
     assert_eq!(s.state, StreamState::Idle);
+    assert_eq!(s.owner.as_deref(), Some("creator:7"));
     assert_eq!(reg.by_key(new.digest).await.unwrap().unwrap().id, id);
+    let theirs = reg.list(None, Some("creator:7"), 10).await.unwrap();
+    assert_eq!(theirs.iter().map(|s| s.id).collect::<Vec<_>>(), [id]);
+    assert!(
+        reg.list(None, Some("creator:8"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let idle = reg
+        .list(Some(StreamState::Idle), Some("creator:7"), 10)
+        .await
+        .unwrap();
+    assert_eq!(idle.len(), 1);
     assert_eq!(
         reg.claim(id, "n1", LEASE, true).await.unwrap(),
         Claim::Taken { from: None }
@@ -222,7 +236,7 @@ async fn a_stream_goes_idle_live_ended_and_its_key_dies_with_it(reg: &dyn Stream
 async fn segments_and_pins_are_kept_in_order(reg: &dyn StreamRegistry) {
     let id = Uuid::now_v7();
     let track = Track::relayed(id);
-    reg.create(id, "s", "default", key::generate().digest)
+    reg.create(id, "s", "default", key::generate().digest, None)
         .await
         .unwrap();
     for sequence in [1, 0, 2] {

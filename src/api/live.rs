@@ -1,7 +1,7 @@
 //! `/v1/live/streams`: create live streams (and their keys), follow them, end them.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,8 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Principal;
 use super::error::{ApiError, Problem};
 use super::extract::ValidJson;
+use super::owner::ListScope;
 use crate::clock::rfc3339;
 use crate::live::Track;
 use crate::live::pins::PinSpec;
@@ -33,6 +35,11 @@ pub struct NewStream {
     #[serde(default)]
     #[schema(example = "default")]
     pub profile: Option<String>,
+    /// Whose stream it is (`creator:7`). A token bound to an owner creates
+    /// for that owner, whatever is given here.
+    #[serde(default)]
+    #[schema(example = "creator:7", pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub owner: Option<String>,
 }
 
 /// A live stream.
@@ -41,6 +48,9 @@ pub struct StreamView {
     pub id: Uuid,
     pub name: String,
     pub profile: String,
+    /// Whose stream it is; absent for nobody's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub state: StreamState,
     pub created_at: String,
     /// When the first publisher connected.
@@ -145,6 +155,9 @@ pub struct ListQuery {
     state: Option<String>,
     /// At most this many, 1-500 (default 50).
     limit: Option<u32>,
+    /// Only this owner's streams.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    owner: Option<String>,
 }
 
 fn view(state: &AppState, record: &StreamRecord) -> StreamView {
@@ -155,6 +168,7 @@ fn view(state: &AppState, record: &StreamRecord) -> StreamView {
         id: record.id,
         name: record.name.clone(),
         profile: record.profile.clone(),
+        owner: record.owner.clone(),
         state: record.state,
         created_at: rfc3339(record.created_at),
         started_at: record.started_at.map(rfc3339),
@@ -192,8 +206,18 @@ fn view(state: &AppState, record: &StreamRecord) -> StreamView {
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::StreamNotFound)
+/// The stream `id`, if it exists and the caller may see it; 404 otherwise.
+async fn visible_stream(
+    state: &AppState,
+    caller: &Principal,
+    id: &str,
+) -> Result<StreamRecord, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::StreamNotFound)?;
+    let record = state.live.get(id).await?;
+    if !caller.sees(record.owner.as_deref()) {
+        return Err(ApiError::StreamNotFound);
+    }
+    Ok(record)
 }
 
 /// Create a live stream.
@@ -215,9 +239,11 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     body: ValidJson<NewStream>,
 ) -> Result<Response, ApiError> {
     let req = body.value;
+    let owner = caller.owner_for(req.owner)?;
     let mut errors = Vec::new();
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -237,7 +263,7 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let (record, key) = state.live.create(name, profile).await?;
+    let (record, key) = state.live.create(name, profile, owner.as_deref()).await?;
     let created = CreatedStream {
         stream: view(&state, &record),
         rtmp_url: format!("{}{key}", state.ingest.rtmp_base),
@@ -263,9 +289,10 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<StreamView>, ApiError> {
-    let record = state.live.get(parse_id(&id)?).await?;
+    let record = visible_stream(&state, &caller, &id).await?;
     Ok(Json(view(&state, &record)))
 }
 
@@ -281,6 +308,7 @@ pub async fn get(
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<StreamList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
@@ -301,7 +329,12 @@ pub async fn list(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let records = state.live.list(filter, limit).await?;
+    let ListScope::Owner(owner) = caller.list_scope(query.owner) else {
+        return Ok(Json(StreamList {
+            streams: Vec::new(),
+        }));
+    };
+    let records = state.live.list(filter, owner.as_deref(), limit).await?;
     Ok(Json(StreamList {
         streams: records.iter().map(|r| view(&state, r)).collect(),
     }))
@@ -322,9 +355,11 @@ pub async fn list(
 )]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<StreamView>, ApiError> {
-    let record = state.live.end(parse_id(&id)?, "deleted").await?;
+    let id = visible_stream(&state, &caller, &id).await?.id;
+    let record = state.live.end(id, "deleted").await?;
     Ok(Json(view(&state, &record)))
 }
 
@@ -377,10 +412,11 @@ fn pin_view(record: &PinRecord) -> Result<PinView, ApiError> {
 )]
 pub async fn pin(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: ValidJson<PinSpec>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = visible_stream(&state, &caller, &id).await?.id;
     let spec = body.value;
     spec.validate(&state.presets)
         .map_err(ApiError::validation)?;
@@ -400,9 +436,11 @@ pub async fn pin(
 )]
 pub async fn pins(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<PinList>, ApiError> {
-    let records = state.live.pins(parse_id(&id)?).await?;
+    let id = visible_stream(&state, &caller, &id).await?.id;
+    let records = state.live.pins(id).await?;
     Ok(Json(PinList {
         pins: records.iter().map(pin_view).collect::<Result<_, _>>()?,
     }))
@@ -423,8 +461,10 @@ pub async fn pins(
 )]
 pub async fn unpin(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path((id, pin)): Path<(String, String)>,
 ) -> Result<Json<PinView>, ApiError> {
-    let record = state.live.unpin(parse_id(&id)?, &pin).await?;
+    let id = visible_stream(&state, &caller, &id).await?.id;
+    let record = state.live.unpin(id, &pin).await?;
     Ok(Json(pin_view(&record)?))
 }

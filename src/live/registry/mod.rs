@@ -114,6 +114,8 @@ pub struct StreamRecord {
     pub replay_written: bool,
     /// The node relaying it (while live).
     pub node: Option<String>,
+    /// Whose stream it is (`creator:7`), if anyone's.
+    pub owner: Option<String>,
 }
 
 /// A segment of a stream: spooled, and `stored` once it is in the object store.
@@ -194,14 +196,17 @@ pub trait StreamRegistry: Send + Sync + 'static {
         name: &str,
         profile: &str,
         key: KeyDigest,
+        owner: Option<&str>,
     ) -> RegistryResult<StreamRecord>;
     async fn get(&self, id: Uuid) -> RegistryResult<Option<StreamRecord>>;
     /// The stream a presented key opens, if it is not over.
     async fn by_key(&self, key: KeyDigest) -> RegistryResult<Option<StreamRecord>>;
-    /// Newest first, at most `limit`, optionally only those in `state`.
+    /// Newest first, at most `limit`, optionally only those in `state` and
+    /// only `owner`'s.
     async fn list(
         &self,
         state: Option<StreamState>,
+        owner: Option<&str>,
         limit: u32,
     ) -> RegistryResult<Vec<StreamRecord>>;
     /// Takes the lease on relaying the stream for `node` and marks it live:

@@ -68,6 +68,10 @@ ALTER TABLE live_streams ADD COLUMN lease_expires_at BIGINT,
 CREATE INDEX live_streams_unfinished ON live_streams (lease_expires_at)
     WHERE NOT replay_written AND state != 'idle';
 "#,
+    r#"
+ALTER TABLE live_streams ADD COLUMN owner TEXT;
+CREATE INDEX live_streams_owner ON live_streams (owner, id);
+"#,
 ];
 
 /// The database's clock, in milliseconds since the epoch: leases never

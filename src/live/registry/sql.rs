@@ -9,7 +9,7 @@
 /// The columns of a stream row, in `stream_from_row`'s order.
 pub(super) const STREAM_COLUMNS: &str = "id, name, profile, key_digest, state, created_at, started_at, \
     ended_at, end_reason, input, segments_uploaded, segments_dropped, upload_lag_ms, \
-    spool_bytes, replay_written, node";
+    spool_bytes, replay_written, node, owner";
 
 /// Implements `StreamRegistry` for `$backend` (a struct with a `pool` field)
 /// on database `$db` with rows `$row`; `$now` is the SQL of the database's
@@ -26,11 +26,12 @@ macro_rules! sql_registry {
                 name: &str,
                 profile: &str,
                 key: KeyDigest,
+                owner: Option<&str>,
             ) -> RegistryResult<StreamRecord> {
                 let now = now_ms();
                 sqlx::query(
-                    "INSERT INTO live_streams (id, name, profile, key_digest, state, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'idle', $5, $6)",
+                    "INSERT INTO live_streams (id, name, profile, key_digest, state, created_at, updated_at, owner) \
+                     VALUES ($1, $2, $3, $4, 'idle', $5, $6, $7)",
                 )
                 .bind(id.to_string())
                 .bind(name)
@@ -38,6 +39,7 @@ macro_rules! sql_registry {
                 .bind(key.to_hex())
                 .bind(now)
                 .bind(now)
+                .bind(owner)
                 .execute(&self.pool)
                 .await?;
                 self.get(id)
@@ -68,29 +70,26 @@ macro_rules! sql_registry {
                     .transpose()
             }
 
-            /// Newest first, at most `limit`, optionally only those in `state`.
+            /// Newest first, at most `limit`, optionally only those in `state`
+            /// and only `owner`'s.
             async fn list(
                 &self,
                 state: Option<StreamState>,
+                owner: Option<&str>,
                 limit: u32,
             ) -> RegistryResult<Vec<StreamRecord>> {
-                let rows = match state {
-                    Some(state) => {
-                        let sql = format!(
-                            "SELECT {STREAM_COLUMNS} FROM live_streams WHERE state = $1 ORDER BY id DESC LIMIT $2"
-                        );
-                        sqlx::query(&sql)
-                            .bind(state.as_str())
-                            .bind(i64::from(limit))
-                            .fetch_all(&self.pool)
-                            .await?
-                    }
-                    None => {
-                        let sql =
-                            format!("SELECT {STREAM_COLUMNS} FROM live_streams ORDER BY id DESC LIMIT $1");
-                        sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await?
-                    }
-                };
+                let sql = format!(
+                    "SELECT {STREAM_COLUMNS} FROM live_streams \
+                     WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+                       AND (CAST($2 AS TEXT) IS NULL OR owner = $2) \
+                     ORDER BY id DESC LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(state.map(StreamState::as_str))
+                    .bind(owner)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter().map(stream_from_row).collect()
             }
 
@@ -503,6 +502,7 @@ macro_rules! sql_registry {
                 spool_bytes: row.try_get::<i64, _>("spool_bytes")? as u64,
                 replay_written: row.try_get("replay_written")?,
                 node: row.try_get("node")?,
+                owner: row.try_get("owner")?,
             })
         }
     };

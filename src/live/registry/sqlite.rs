@@ -86,6 +86,10 @@ ALTER TABLE live_streams ADD COLUMN publishing INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX live_streams_unfinished ON live_streams (lease_expires_at)
     WHERE replay_written = 0 AND state != 'idle';
 "#,
+    r#"
+ALTER TABLE live_streams ADD COLUMN owner TEXT;
+CREATE INDEX live_streams_owner ON live_streams (owner, id);
+"#,
 ];
 
 /// The database's clock (here the host's), in milliseconds since the epoch.

@@ -192,6 +192,7 @@ impl LiveService {
         &self,
         name: &str,
         profile: &str,
+        owner: Option<&str>,
     ) -> Result<(StreamRecord, String), LiveError> {
         if self.presets.live_profile(profile).is_none() {
             return Err(LiveError::UnknownProfile(profile.to_string()));
@@ -199,7 +200,7 @@ impl LiveService {
         let key = key::generate();
         let record = self
             .registry
-            .create(Uuid::now_v7(), name, profile, key.digest)
+            .create(Uuid::now_v7(), name, profile, key.digest, owner)
             .await?;
         info!(stream_id = %record.id, profile, "live stream created");
         Ok((record, key.secret))
@@ -215,9 +216,10 @@ impl LiveService {
     pub async fn list(
         &self,
         state: Option<StreamState>,
+        owner: Option<&str>,
         limit: u32,
     ) -> Result<Vec<StreamRecord>, LiveError> {
-        let mut records = self.registry.list(state, limit).await?;
+        let mut records = self.registry.list(state, owner, limit).await?;
         for record in &mut records {
             self.overlay_stats(record);
         }
