@@ -220,6 +220,16 @@ async fn visible_stream(
     Ok(record)
 }
 
+/// The id of stream `id` for a call that acts on it: read from the registry
+/// only for a caller bound to an owner, who must own it (the action itself
+/// answers 404 for a missing stream).
+async fn stream_id_for(state: &AppState, caller: &Principal, id: &str) -> Result<Uuid, ApiError> {
+    if caller.owner.is_some() {
+        return Ok(visible_stream(state, caller, id).await?.id);
+    }
+    Uuid::parse_str(id).map_err(|_| ApiError::StreamNotFound)
+}
+
 /// Create a live stream.
 ///
 /// Answers 201 with the stream, its secret key (shown only here) and the
@@ -358,7 +368,7 @@ pub async fn delete(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<StreamView>, ApiError> {
-    let id = visible_stream(&state, &caller, &id).await?.id;
+    let id = stream_id_for(&state, &caller, &id).await?;
     let record = state.live.end(id, "deleted").await?;
     Ok(Json(view(&state, &record)))
 }
@@ -416,7 +426,7 @@ pub async fn pin(
     Path(id): Path<String>,
     body: ValidJson<PinSpec>,
 ) -> Result<Response, ApiError> {
-    let id = visible_stream(&state, &caller, &id).await?.id;
+    let id = stream_id_for(&state, &caller, &id).await?;
     let spec = body.value;
     spec.validate(&state.presets)
         .map_err(ApiError::validation)?;
@@ -439,7 +449,7 @@ pub async fn pins(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<PinList>, ApiError> {
-    let id = visible_stream(&state, &caller, &id).await?.id;
+    let id = stream_id_for(&state, &caller, &id).await?;
     let records = state.live.pins(id).await?;
     Ok(Json(PinList {
         pins: records.iter().map(pin_view).collect::<Result<_, _>>()?,
@@ -464,7 +474,7 @@ pub async fn unpin(
     Extension(caller): Extension<Principal>,
     Path((id, pin)): Path<(String, String)>,
 ) -> Result<Json<PinView>, ApiError> {
-    let id = visible_stream(&state, &caller, &id).await?.id;
+    let id = stream_id_for(&state, &caller, &id).await?;
     let record = state.live.unpin(id, &pin).await?;
     Ok(Json(pin_view(&record)?))
 }
